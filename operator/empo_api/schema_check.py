@@ -1,0 +1,89 @@
+"""Check an object against a CRD's OpenAPI schema, as the API server's strict field validation would.
+
+Used by `empo validate` for EmpoRuns and by the tests for the RayJobs we generate against KubeRay's
+own CRD. CEL rules (x-kubernetes-validations) are not evaluated here; the pydantic models enforce
+the same rules for EmpoRun.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+from typing import Any
+
+import jsonschema
+
+
+@dataclass(frozen=True)
+class SchemaError:
+    path: str
+    message: str
+
+    def __str__(self) -> str:
+        return f"{self.path or '<root>'}: {self.message}"
+
+
+def _to_jsonschema(node: Any) -> Any:
+    """OpenAPI v3.0 -> JSON Schema: boolean exclusive bounds, unknown fields forbidden."""
+    if isinstance(node, list):
+        return [_to_jsonschema(n) for n in node]
+    if not isinstance(node, dict):
+        return node
+    out = {k: _to_jsonschema(v) for k, v in node.items() if not k.startswith("x-kubernetes-")}
+    for bound, flag in (("minimum", "exclusiveMinimum"), ("maximum", "exclusiveMaximum")):
+        if out.get(flag) is True:
+            out[flag] = out.pop(bound)
+        elif out.get(flag) is False:
+            out.pop(flag)
+    if out.get("nullable"):
+        out.pop("nullable")
+        if "type" in out:
+            out["type"] = [out["type"], "null"]
+    if node.get("x-kubernetes-int-or-string"):
+        out["anyOf"] = [{"type": "integer"}, {"type": "string"}]
+        out.pop("type", None)
+    preserve = node.get("x-kubernetes-preserve-unknown-fields")
+    if out.get("type") == "object" and "properties" in out and "additionalProperties" not in out and not preserve:
+        out["additionalProperties"] = False
+    return out
+
+
+def crd_schema(crd: dict[str, Any], version: str | None = None) -> dict[str, Any]:
+    versions = crd["spec"]["versions"]
+    chosen = next((v for v in versions if version in (None, v["name"])), None)
+    if chosen is None:
+        raise KeyError(f"CRD {crd['metadata']['name']} has no version {version}")
+    return copy.deepcopy(chosen["schema"]["openAPIV3Schema"])
+
+
+def _path(parts: Any) -> str:
+    out = ""
+    for p in parts:
+        out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
+    return out
+
+
+def _message(err: jsonschema.ValidationError) -> str:
+    if err.validator == "additionalProperties":
+        return f"unknown field ({err.message.split('(')[-1].rstrip(')')})"
+    if err.validator == "enum":
+        return f"{err.instance!r} is not allowed; allowed: {', '.join(map(str, err.validator_value))}"
+    return err.message
+
+
+def check(obj: dict[str, Any], openapi: dict[str, Any]) -> list[SchemaError]:
+    """Every violation of `openapi` by `obj`, with the field path; [] when it conforms."""
+    validator = jsonschema.Draft202012Validator(_to_jsonschema(openapi))
+    errors = []
+    for err in sorted(validator.iter_errors(obj), key=lambda e: list(map(str, e.absolute_path))):
+        path = list(err.absolute_path)
+        if err.validator == "additionalProperties":
+            for extra in sorted(set(err.instance) - set(err.schema.get("properties", {}))):
+                errors.append(SchemaError(_path(path + [extra]), "unknown field"))
+            continue
+        if err.validator == "required":
+            missing = err.message.split("'")[1] if "'" in err.message else err.message
+            errors.append(SchemaError(_path(path + [missing]), "required field is missing"))
+            continue
+        errors.append(SchemaError(_path(path), _message(err)))
+    return errors

@@ -1,0 +1,27 @@
+"""Shared test set-up. Server fixtures (SeaweedFS, the KMock emulator, Ray) live in tests/plugins/,
+start once per session when a test asks for them, and are stopped by PID."""
+
+import os
+from pathlib import Path
+
+import pytest
+
+# Nothing may reach a model or data hub at test time.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+REPO = Path(__file__).resolve().parent.parent
+
+pytest_plugins = [
+    "tests.plugins.seaweedfs",
+    "tests.plugins.kmock_server",
+]
+
+
+@pytest.fixture(scope="session")
+def repo() -> Path:
+    return REPO

@@ -1,0 +1,1 @@
+"""Placeholder: filled by the storage / operator work; no fixtures yet."""
