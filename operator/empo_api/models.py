@@ -167,10 +167,14 @@ class DatasetSpec(_Model):
 class LossType(str, Enum):
     """TRL GRPOTrainer loss_type values."""
 
-    grpo = "grpo"
+    grpo = "grpo"  # sequence-mean of token losses: the paper-era loss
     bnpo = "bnpo"
     dr_grpo = "dr_grpo"
     dapo = "dapo"
+    cispo = "cispo"
+    sapo = "sapo"
+    luspo = "luspo"  # GSPO-style, needs importanceSamplingLevel sequence
+    vespo = "vespo"
 
 
 class ImportanceSamplingLevel(str, Enum):
