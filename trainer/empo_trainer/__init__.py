@@ -1,0 +1,1 @@
+"""The EMPO trainer: rewards, sampling, learning, storage, evaluation and the run driver."""

