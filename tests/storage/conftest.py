@@ -1,0 +1,73 @@
+"""Fixtures of the storage tests: one run folder per test, on each backend."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from empo_api.models import StorageSpec
+from empo_trainer.storage import RunStorage, S3Options, open_run_storage
+
+# Small parts so multi-part uploads happen with test-sized files (5 MiB is S3's minimum part size).
+SMALL_PARTS = S3Options(multipart_threshold=5 * 2**20, multipart_chunksize=5 * 2**20, max_concurrency=4, max_attempts=3)
+
+
+def s3_spec(server, bucket: str, prefix: str = "runs", **extra) -> StorageSpec:
+    return StorageSpec(uri=f"s3://{bucket}/{prefix}", endpoint=server.endpoint, region=server.region, **extra)
+
+
+@pytest.fixture(params=["local", "s3"])
+def backend_name(request) -> str:
+    return request.param
+
+
+@pytest.fixture
+def open_run(backend_name, tmp_path, request):
+    """A factory opening the same run folder on the parametrised backend: open_run(**spec_fields)."""
+    if backend_name == "s3":
+        server = request.getfixturevalue("s3_env")
+        bucket = server.new_bucket()
+
+        def make(**extra) -> RunStorage:
+            return open_run_storage(s3_spec(server, bucket, **extra), "team-a", "run-1", options=SMALL_PARTS)
+    else:
+
+        def make(**extra) -> RunStorage:
+            return open_run_storage(StorageSpec(uri=str(tmp_path / "store"), **extra), "team-a", "run-1")
+
+    return make
+
+
+@pytest.fixture
+def run(open_run) -> RunStorage:
+    return open_run()
+
+
+def write_checkpoint(folder: Path, seed: int, sizes: dict[str, int]) -> Path:
+    """A checkpoint-like folder: files of the given sizes with content that depends on `seed`."""
+    folder.mkdir(parents=True, exist_ok=True)
+    for rel, size in sizes.items():
+        path = folder / rel
+        path.parent.mkdir(parents=True, exist_ok=True)
+        block = (f"{seed}:{rel}:".encode() * 64)[:4096]
+        with open(path, "wb") as f:
+            full, rest = divmod(size, len(block))
+            for _ in range(full):
+                f.write(block)
+            f.write(block[:rest])
+    return folder
+
+
+SMALL_CHECKPOINT = {"model.safetensors": 300_000, "optimizer.pt": 120_000, "trainer_state.json": 500, "rng/state_0.pth": 64}
+
+
+def tree(folder: Path) -> dict[str, bytes]:
+    return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+@pytest.fixture(autouse=True)
+def _no_instance_metadata(monkeypatch):
+    # Without credentials boto3 would probe the EC2 metadata service and wait for its timeouts.
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    yield

@@ -1,0 +1,320 @@
+"""The two places a run can live: a local folder and an S3 bucket. Thin I/O, same interface.
+
+Keys are relative to the run root ('checkpoints/step-000120/model.safetensors'). Every write is
+atomic for readers: the local backend writes a temporary file and os.replace()s it; an S3 PUT (or
+a completed multipart upload) becomes visible whole or not at all.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+import uuid
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Protocol
+from urllib.parse import urlsplit
+
+from .errors import ObjectNotFoundError, StorageError, classify_s3_error
+from .layout import StorageLocation
+
+log = logging.getLogger("empo_trainer.storage")
+_TMP_PREFIX = ".empo-tmp-"
+MiB = 1024 * 1024
+
+
+@dataclass(frozen=True)
+class S3Options:
+    """Client tuning. Retries use botocore's own retry modes (backoff with jitter on throttling,
+    5xx and connection errors); transfers use boto3's transfer manager (multipart, parallel)."""
+
+    retry_mode: str = "standard"  # or "adaptive" (adds client-side rate limiting)
+    max_attempts: int = 8
+    connect_timeout_s: float = 10.0
+    read_timeout_s: float = 120.0
+    multipart_threshold: int = 16 * MiB
+    multipart_chunksize: int = 16 * MiB
+    max_concurrency: int = 16
+
+
+class Backend(Protocol):
+    root_uri: str
+
+    def uri_of(self, key: str) -> str: ...
+    def check(self) -> None: ...
+    def put_bytes(self, key: str, data: bytes) -> None: ...
+    def get_bytes(self, key: str) -> bytes: ...
+    def append_bytes(self, key: str, data: bytes) -> None: ...
+    def exists(self, key: str) -> bool: ...
+    def list(self, prefix: str) -> dict[str, int]: ...
+    def delete(self, keys: list[str]) -> None: ...
+    def upload_files(self, pairs: list[tuple[str, Path]]) -> None: ...
+    def download_files(self, pairs: list[tuple[str, Path]]) -> None: ...
+
+
+def redact_url(url: str | None) -> str | None:
+    """An endpoint URL without any user:password@ part, for messages and reprs."""
+    if not url:
+        return url
+    parts = urlsplit(url)
+    if parts.username or parts.password:
+        host = parts.hostname or ""
+        if parts.port:
+            host = f"{host}:{parts.port}"
+        return parts._replace(netloc=f"***@{host}").geturl()
+    return url
+
+
+# --------------------------------------------------------------------------------------------
+# local folder
+# --------------------------------------------------------------------------------------------
+
+
+class LocalBackend:
+    def __init__(self, root: Path, max_concurrency: int = 8):
+        self.root = Path(root).resolve()
+        self.root_uri = str(self.root)
+        self.max_concurrency = max_concurrency
+
+    def __repr__(self) -> str:
+        return f"LocalBackend({self.root_uri!r})"
+
+    def _path(self, key: str) -> Path:
+        return self.root / key
+
+    def uri_of(self, key: str) -> str:
+        return str(self._path(key))
+
+    def check(self) -> None:
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _atomic_write(self, dest: Path, write) -> None:
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=dest.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                write(f)
+                f.flush()
+                os.fsync(f.fileno())  # data on disk before the name points at it
+            os.replace(tmp, dest)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        self._atomic_write(self._path(key), lambda f: f.write(data))
+
+    def get_bytes(self, key: str) -> bytes:
+        try:
+            return self._path(key).read_bytes()
+        except (FileNotFoundError, IsADirectoryError):
+            raise ObjectNotFoundError(f"read {self.uri_of(key)}: no such file", self.uri_of(key)) from None
+
+    def append_bytes(self, key: str, data: bytes) -> None:
+        path = self._path(key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        # One write() of a whole record on an O_APPEND file: readers never see half a line.
+        with open(path, "ab") as f:
+            f.write(data)
+
+    def exists(self, key: str) -> bool:
+        return self._path(key).is_file()
+
+    def list(self, prefix: str) -> dict[str, int]:
+        base = self._path(prefix) if prefix.endswith("/") or not prefix else self._path(prefix).parent
+        if not base.is_dir():
+            return {}
+        out = {}
+        for p in base.rglob("*"):
+            if p.is_file() and not p.name.startswith(_TMP_PREFIX):
+                rel = p.relative_to(self.root).as_posix()
+                if rel.startswith(prefix):
+                    out[rel] = p.stat().st_size
+        return out
+
+    def delete(self, keys: list[str]) -> None:
+        for key in keys:
+            self._path(key).unlink(missing_ok=True)
+        # Drop folders the deletes emptied, up to the run root.
+        for parent in sorted({self._path(k).parent for k in keys}, key=lambda p: len(p.parts), reverse=True):
+            while parent != self.root and parent.is_dir() and not any(parent.iterdir()):
+                parent.rmdir()
+                parent = parent.parent
+
+    def upload_files(self, pairs: list[tuple[str, Path]]) -> None:
+        def copy(pair: tuple[str, Path]) -> None:
+            key, src = pair
+            with open(src, "rb") as fin:
+                self._atomic_write(self._path(key), lambda fout: shutil.copyfileobj(fin, fout, 8 * MiB))
+
+        with ThreadPoolExecutor(self.max_concurrency) as pool:
+            list(pool.map(copy, pairs))
+
+    def download_files(self, pairs: list[tuple[str, Path]]) -> None:
+        def copy(pair: tuple[str, Path]) -> None:
+            key, dest = pair
+            src = self._path(key)
+            if not src.is_file():
+                raise ObjectNotFoundError(f"read {src}: no such file", str(src))
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            tmp = dest.with_name(f"{_TMP_PREFIX}{uuid.uuid4().hex}")
+            shutil.copyfile(src, tmp)
+            os.replace(tmp, dest)
+
+        with ThreadPoolExecutor(self.max_concurrency) as pool:
+            list(pool.map(copy, pairs))
+
+
+# --------------------------------------------------------------------------------------------
+# S3
+# --------------------------------------------------------------------------------------------
+
+
+class S3Backend:
+    """An S3 prefix. Credentials come only from boto3's standard chain (AWS_* environment, AWS_PROFILE,
+    shared files, container or instance roles); nothing here stores or prints them."""
+
+    def __init__(self, location: StorageLocation, endpoint: str | None, region: str | None, options: S3Options):
+        import boto3
+        from boto3.s3.transfer import TransferConfig
+        from botocore.config import Config
+
+        self.bucket = location.bucket
+        self.prefix = location.prefix
+        self.root_uri = location.uri
+        self.endpoint = endpoint
+        self.options = options
+        session = boto3.Session()
+        region = region or session.region_name or ("us-east-1" if endpoint else None)
+        self.region = region
+        config = Config(
+            region_name=region,
+            # S3-compatible stores (SeaweedFS, MinIO, Ceph) serve buckets as paths, not subdomains.
+            s3={"addressing_style": "path" if endpoint else "auto"},
+            retries={"mode": options.retry_mode, "max_attempts": options.max_attempts},
+            connect_timeout=options.connect_timeout_s,
+            read_timeout=options.read_timeout_s,
+            max_pool_connections=max(10, options.max_concurrency + 4),
+        )
+        self.client = session.client("s3", endpoint_url=endpoint, config=config)
+        self.transfer_config = TransferConfig(
+            multipart_threshold=options.multipart_threshold,
+            multipart_chunksize=options.multipart_chunksize,
+            max_concurrency=options.max_concurrency,
+            use_threads=True,
+        )
+        self._appended: dict[str, bytes] = {}
+
+    def __repr__(self) -> str:
+        return f"S3Backend({self.root_uri!r}, endpoint={redact_url(self.endpoint)!r}, region={self.region!r})"
+
+    def _key(self, key: str) -> str:
+        return f"{self.prefix}/{key}" if self.prefix else key
+
+    def uri_of(self, key: str) -> str:
+        return f"{self.root_uri}/{key}"
+
+    def _fail(self, exc: BaseException, uri: str, operation: str) -> StorageError:
+        return classify_s3_error(exc, uri, operation)
+
+    def check(self) -> None:
+        """Fail early, with the cause, if the bucket is missing or the credentials do not work."""
+        try:
+            self.client.list_objects_v2(Bucket=self.bucket, Prefix=self._key(""), MaxKeys=1)
+        except Exception as e:
+            raise self._fail(e, self.root_uri, "open") from None
+
+    def put_bytes(self, key: str, data: bytes) -> None:
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
+        except Exception as e:
+            raise self._fail(e, self.uri_of(key), "write") from None
+
+    def get_bytes(self, key: str) -> bytes:
+        try:
+            return self.client.get_object(Bucket=self.bucket, Key=self._key(key))["Body"].read()
+        except Exception as e:
+            raise self._fail(e, self.uri_of(key), "read") from None
+
+    def append_bytes(self, key: str, data: bytes) -> None:
+        # S3 has no append: read the object once per process, then rewrite it whole on each append
+        # (one PUT, atomic for readers). Cost grows with the file; fine for one line per step.
+        if key not in self._appended:
+            try:
+                self._appended[key] = self.get_bytes(key)
+            except ObjectNotFoundError:
+                self._appended[key] = b""
+        body = self._appended[key] + data
+        self.put_bytes(key, body)
+        self._appended[key] = body
+
+    def exists(self, key: str) -> bool:
+        try:
+            self.client.head_object(Bucket=self.bucket, Key=self._key(key))
+            return True
+        except Exception as e:
+            err = self._fail(e, self.uri_of(key), "read")
+            if isinstance(err, ObjectNotFoundError):
+                return False
+            raise err from None
+
+    def list(self, prefix: str) -> dict[str, int]:
+        out: dict[str, int] = {}
+        strip = len(self._key(""))
+        try:
+            for page in self.client.get_paginator("list_objects_v2").paginate(Bucket=self.bucket, Prefix=self._key(prefix)):
+                for obj in page.get("Contents", []):
+                    out[obj["Key"][strip:]] = obj["Size"]
+        except Exception as e:
+            raise self._fail(e, self.uri_of(prefix), "list") from None
+        return out
+
+    def delete(self, keys: list[str]) -> None:
+        for i in range(0, len(keys), 1000):  # DeleteObjects takes at most 1000 keys
+            batch = keys[i:i + 1000]
+            try:
+                resp = self.client.delete_objects(
+                    Bucket=self.bucket, Delete={"Objects": [{"Key": self._key(k)} for k in batch], "Quiet": True}
+                )
+            except Exception as e:
+                raise self._fail(e, self.uri_of(batch[0]), "delete") from None
+            if resp.get("Errors"):
+                first = resp["Errors"][0]
+                raise StorageError(
+                    f"delete {self.root_uri}/{first['Key'][len(self._key('')):]}: {first.get('Code')} "
+                    f"({len(resp['Errors'])} keys not deleted)",
+                    self.root_uri,
+                )
+
+    def _transfer(self, pairs: list[tuple[str, Path]], upload: bool) -> None:
+        from boto3.s3.transfer import create_transfer_manager
+
+        operation = "upload" if upload else "download"
+        # One transfer manager for all files: parts of every file share one pool of threads.
+        manager = create_transfer_manager(self.client, self.transfer_config)
+        futures = []
+        try:
+            for key, path in pairs:
+                if upload:
+                    futures.append((key, manager.upload(str(path), self.bucket, self._key(key))))
+                else:
+                    path.parent.mkdir(parents=True, exist_ok=True)
+                    futures.append((key, manager.download(self.bucket, self._key(key), str(path))))
+            for key, future in futures:
+                try:
+                    future.result()
+                except Exception as e:
+                    raise self._fail(e, self.uri_of(key), operation) from None
+        except BaseException:
+            manager.shutdown(cancel=True)
+            raise
+        manager.shutdown()
+
+    def upload_files(self, pairs: list[tuple[str, Path]]) -> None:
+        self._transfer(pairs, upload=True)
+
+    def download_files(self, pairs: list[tuple[str, Path]]) -> None:
+        self._transfer(pairs, upload=False)
