@@ -84,7 +84,9 @@ def _default_empty_objects(node: dict[str, Any]) -> None:
 def openapi_schema() -> dict[str, Any]:
     spec = structural(EmpoRunSpec.model_json_schema(by_alias=True))
     _default_empty_objects(spec)
+    spec["description"] = "What to train, on what, and how: the EMPO run the user wants."
     status = structural(EmpoRunStatus.model_json_schema(by_alias=True))
+    status["description"] = "What the operator and the trainer observed; written by them, never by users."
     return {
         "type": "object",
         "description": "EmpoRun: fully unsupervised RL post-training of an LLM with EMPO on a Ray cluster.",
