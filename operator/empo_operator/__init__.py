@@ -1,0 +1,1 @@
+"""The empo operator: reconciles EmpoRuns into KubeRay RayJobs and mirrors their status."""

@@ -1,0 +1,273 @@
+"""Desired child manifests of an EmpoRun: pure functions from (run, settings) to dicts.
+
+Every child carries the labels below (set here, in one place). Owner references are added by the
+handlers with kopf.adopt at creation time, because they need the EmpoRun's uid.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from typing import Any
+
+from empo_api.models import API_VERSION, MUTABLE_SPEC_FIELDS, PLURAL, GROUP, EmpoRun, EmpoRunSpec
+from empo_api.placement import GroupPlan, PlacementPlan, group_resource, plan_placement
+
+from .settings import Settings
+
+LABEL_RUN = "empo.dev/run"
+LABEL_COMPONENT = "empo.dev/component"
+LABEL_ATTEMPT = "empo.dev/attempt"
+LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
+MANAGED_BY = "empo-operator"
+KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+
+# KubeRay refuses RayJob names longer than 47 characters: it derives the RayCluster
+# (<job>-<5 chars>) and its head Service (<cluster>-head-svc) names from it, and those must stay
+# within 63.
+RAYJOB_NAME_MAX = 47
+# Role, ServiceAccount, ConfigMap names may be DNS subdomains (253); run names are <= 63.
+NAME_MAX = 253
+
+CONFIG_MOUNT = "/etc/empo"
+CONFIG_KEY = "spec.json"
+CONFIG_VOLUME = "empo-config"
+ENTRYPOINT = f"python -m empo_trainer run --config {CONFIG_MOUNT}/{CONFIG_KEY}"
+# K8sJobMode: KubeRay's default and the mode Kueue and suspend are documented with; the submitter
+# Job only runs `ray job submit` and follows the logs, the driver itself runs on the head.
+SUBMISSION_MODE = "K8sJobMode"
+GPU_RESOURCE = "nvidia.com/gpu"
+
+
+class SpecError(ValueError):
+    """The spec cannot be turned into children (e.g. an operator default is invalid)."""
+
+
+def fit_name(base: str, suffix: str = "", limit: int = RAYJOB_NAME_MAX) -> str:
+    """`base + suffix` if it fits in `limit`; else base cut short plus a hash of the whole base.
+
+    Deterministic, so the operator finds its own children again after a restart, and distinct for
+    two long names that share a prefix.
+    """
+    if len(base) + len(suffix) <= limit:
+        return base + suffix
+    digest = hashlib.sha256(base.encode()).hexdigest()[:6]
+    keep = limit - len(suffix) - len(digest) - 1
+    return f"{base[:keep].rstrip('-')}-{digest}{suffix}"
+
+
+def rayjob_name(run_name: str, attempt: int) -> str:
+    """The RayJob of attempt `attempt` (0 = the first): <run>, then <run>-r1, <run>-r2, ..."""
+    return fit_name(run_name, f"-r{attempt}" if attempt else "")
+
+
+def config_name(run_name: str) -> str:
+    return fit_name(run_name, "-config", NAME_MAX)
+
+
+def trainer_name(run_name: str) -> str:
+    return fit_name(run_name, "-trainer", NAME_MAX)
+
+
+def labels(run: EmpoRun, component: str) -> dict[str, str]:
+    return {LABEL_RUN: run.name, LABEL_COMPONENT: component, LABEL_MANAGED_BY: MANAGED_BY}
+
+
+def _meta(run: EmpoRun, name: str, component: str) -> dict[str, Any]:
+    return {"name": name, "namespace": run.namespace, "labels": labels(run, component)}
+
+
+# ---------------------------------------------------------------------------------------------
+# spec as the trainer sees it
+# ---------------------------------------------------------------------------------------------
+
+
+def effective_spec(spec: EmpoRunSpec, settings: Settings) -> EmpoRunSpec:
+    """The spec with the operator's defaults filled in where the user left a field unset."""
+    wire = spec.to_wire()
+    if not spec.ray.image:
+        wire["ray"]["image"] = settings.trainer_image
+    if "uri" not in spec.storage.model_fields_set and settings.default_storage_uri:
+        wire["storage"]["uri"] = settings.default_storage_uri
+    if not spec.storage.endpoint and settings.s3_endpoint and wire["storage"]["uri"].startswith("s3://"):
+        wire["storage"]["endpoint"] = settings.s3_endpoint
+    try:
+        return EmpoRunSpec.model_validate(wire)
+    except ValueError as exc:
+        raise SpecError(f"an operator default (EMPO_TRAINER_IMAGE, EMPO_DEFAULT_STORAGE_URI or "
+                        f"EMPO_S3_ENDPOINT) is not valid: {exc}") from exc
+
+
+def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict) and node:
+        out: dict[str, Any] = {}
+        for k, v in node.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else k))
+        return out
+    return {prefix: node}
+
+
+def _is_mutable(path: str) -> bool:
+    return any(path == f or path.startswith(f + ".") for f in MUTABLE_SPEC_FIELDS)
+
+
+def immutable_changes(accepted: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Spec fields (spec.<path>) that differ between two wire-form specs and may not change."""
+    old_flat, new_flat = _flatten(accepted), _flatten(new)
+    changed = sorted(p for p in old_flat.keys() | new_flat.keys()
+                     if old_flat.get(p) != new_flat.get(p) and not _is_mutable(p))
+    return [f"spec.{p}" for p in changed]
+
+
+# ---------------------------------------------------------------------------------------------
+# children
+# ---------------------------------------------------------------------------------------------
+
+
+def run_manifest(run: EmpoRun, spec: EmpoRunSpec) -> dict[str, Any]:
+    """The EmpoRun as the trainer loads it: the same shape `empo train` reads from a file."""
+    return {"apiVersion": API_VERSION, "kind": "EmpoRun",
+            "metadata": {"name": run.name, "namespace": run.namespace}, "spec": spec.to_wire()}
+
+
+def build_configmap(run: EmpoRun, settings: Settings) -> dict[str, Any]:
+    spec = effective_spec(run.spec, settings)
+    return {
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": _meta(run, config_name(run.name), "config"),
+        "data": {
+            CONFIG_KEY: json.dumps(run_manifest(run, spec), indent=2, sort_keys=True),
+            "name": run.name,
+            "namespace": run.namespace,
+        },
+    }
+
+
+def build_trainer_rbac(run: EmpoRun) -> list[dict[str, Any]]:
+    """ServiceAccount, Role, RoleBinding: the driver may get and patch the status of this run only."""
+    name = trainer_name(run.name)
+    return [
+        {"apiVersion": "v1", "kind": "ServiceAccount", "metadata": _meta(run, name, "trainer")},
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "Role",
+            "metadata": _meta(run, name, "trainer"),
+            "rules": [{"apiGroups": [GROUP], "resources": [f"{PLURAL}/status"],
+                       "resourceNames": [run.name], "verbs": ["get", "patch"]}],
+        },
+        {
+            "apiVersion": "rbac.authorization.k8s.io/v1",
+            "kind": "RoleBinding",
+            "metadata": _meta(run, name, "trainer"),
+            "roleRef": {"apiGroup": "rbac.authorization.k8s.io", "kind": "Role", "name": name},
+            "subjects": [{"kind": "ServiceAccount", "name": name, "namespace": run.namespace}],
+        },
+    ]
+
+
+def _env(run: EmpoRun, spec: EmpoRunSpec, attempt: int) -> list[dict[str, Any]]:
+    env: list[dict[str, Any]] = [
+        {"name": "EMPO_RUN_NAME", "value": run.name},
+        {"name": "EMPO_RUN_NAMESPACE", "value": run.namespace},
+        {"name": "EMPO_ATTEMPT", "value": str(attempt)},
+    ]
+    ref = spec.storage.credentials_secret_ref
+    if ref is not None:
+        # secretKeyRef: the kubelet reads the Secret, the operator never does.
+        for var, key in (("AWS_ACCESS_KEY_ID", ref.access_key_id_key),
+                         ("AWS_SECRET_ACCESS_KEY", ref.secret_access_key_key)):
+            env.append({"name": var, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": key}}})
+    if spec.storage.endpoint:
+        env.append({"name": "AWS_ENDPOINT_URL", "value": spec.storage.endpoint})
+    if spec.storage.region:
+        env.append({"name": "AWS_REGION", "value": spec.storage.region})
+    return env
+
+
+def _resources(cpu: str, memory: str, gpus: int = 0) -> dict[str, Any]:
+    limits: dict[str, Any] = {"cpu": cpu, "memory": memory}
+    if gpus:
+        limits[GPU_RESOURCE] = gpus
+    return {"requests": {"cpu": cpu, "memory": memory}, "limits": limits}
+
+
+def _head_group(run: EmpoRun, spec: EmpoRunSpec, attempt: int) -> dict[str, Any]:
+    return {
+        # num-cpus 0: no actor lands on the head, so the worker groups hold the whole plan.
+        "rayStartParams": {"num-cpus": "0"},
+        "template": {
+            "metadata": {"labels": labels(run, "head")},
+            "spec": {
+                "serviceAccountName": trainer_name(run.name),
+                "containers": [{
+                    "name": "ray-head",
+                    "image": spec.ray.image,
+                    "env": _env(run, spec, attempt),
+                    "resources": _resources(spec.ray.head.cpu, spec.ray.head.memory),
+                    "volumeMounts": [{"name": CONFIG_VOLUME, "mountPath": CONFIG_MOUNT, "readOnly": True}],
+                }],
+                "volumes": [{"name": CONFIG_VOLUME, "configMap": {"name": config_name(run.name)}}],
+            },
+        },
+    }
+
+
+def _worker_group(run: EmpoRun, spec: EmpoRunSpec, attempt: int, group: GroupPlan) -> dict[str, Any]:
+    pod_spec: dict[str, Any] = {
+        # Workers never call the API; no token in their pods.
+        "automountServiceAccountToken": False,
+        "containers": [{
+            "name": "ray-worker",
+            "image": spec.ray.image,
+            "env": _env(run, spec, attempt),
+            "resources": _resources(group.cpu, group.memory, group.gpus_per_pod),
+        }],
+    }
+    if group.gpus_per_pod:  # nodeSelector and tolerations are documented as the GPU pods' own
+        if spec.ray.node_selector:
+            pod_spec["nodeSelector"] = dict(spec.ray.node_selector)
+        if spec.ray.tolerations:
+            pod_spec["tolerations"] = [t.to_wire() for t in spec.ray.tolerations]
+    return {
+        "groupName": group.name,
+        "replicas": group.replicas,
+        "minReplicas": group.replicas,
+        "maxReplicas": group.replicas,
+        "rayStartParams": {},
+        # One unit per pod; each placement bundle of this group asks for one (see placement.py).
+        "resources": {group_resource(group.name): "1"},
+        "template": {"metadata": {"labels": labels(run, group.name)}, "spec": pod_spec},
+    }
+
+
+def build_rayjob(run: EmpoRun, settings: Settings, attempt: int = 0,
+                 plan: PlacementPlan | None = None) -> dict[str, Any]:
+    spec = effective_spec(run.spec, settings)
+    plan = plan or plan_placement(spec)
+    meta = _meta(run, rayjob_name(run.name, attempt), "rayjob")
+    meta["labels"][LABEL_ATTEMPT] = str(attempt)
+    if spec.queue_name:
+        meta["labels"][KUEUE_QUEUE_LABEL] = spec.queue_name
+    job_spec: dict[str, Any] = {
+        "entrypoint": ENTRYPOINT,
+        "submissionMode": SUBMISSION_MODE,
+        "shutdownAfterJobFinishes": True,
+        "ttlSecondsAfterFinished": spec.ttl_seconds_after_finished,
+        # The operator retries failed attempts itself (each resumes from checkpoints/LATEST).
+        "backoffLimit": 0,
+        "suspend": spec.suspend,
+        "rayClusterSpec": {
+            "rayVersion": spec.ray.ray_version,
+            "headGroupSpec": _head_group(run, spec, attempt),
+            "workerGroupSpecs": [_worker_group(run, spec, attempt, g) for g in plan.groups if g.replicas],
+        },
+    }
+    if spec.active_deadline_seconds:
+        job_spec["activeDeadlineSeconds"] = spec.active_deadline_seconds
+    return {"apiVersion": "ray.io/v1", "kind": "RayJob", "metadata": meta, "spec": job_spec}
+
+
+def build_children(run: EmpoRun, settings: Settings, attempt: int = 0) -> list[dict[str, Any]]:
+    """Every child in creation order: the RayJob last, once what its pods mount and use exists."""
+    return [build_configmap(run, settings), *build_trainer_rbac(run), build_rayjob(run, settings, attempt)]

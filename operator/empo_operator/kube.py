@@ -1,0 +1,102 @@
+"""The few Kubernetes API calls the operator makes, over the kubernetes client's ApiClient.
+
+Plain dicts in and out (the builders produce dicts; no model classes to convert). The client is
+configured in-cluster, or from KUBECONFIG outside a cluster, the same way kopf logs in.
+"""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from kubernetes import client, config
+from kubernetes.client.exceptions import ApiException
+
+log = logging.getLogger(__name__)
+
+# apiVersion, kind -> plural, for every kind the operator touches.
+PLURALS = {
+    ("v1", "ConfigMap"): "configmaps",
+    ("v1", "ServiceAccount"): "serviceaccounts",
+    ("rbac.authorization.k8s.io/v1", "Role"): "roles",
+    ("rbac.authorization.k8s.io/v1", "RoleBinding"): "rolebindings",
+    ("ray.io/v1", "RayJob"): "rayjobs",
+    ("empo.dev/v1alpha1", "EmpoRun"): "emporuns",
+}
+REQUEST_TIMEOUT = (5, 30)  # connect, read (seconds)
+
+
+def load_config() -> client.ApiClient:
+    try:
+        config.load_incluster_config()
+    except config.ConfigException:
+        config.load_kube_config()
+    return client.ApiClient()
+
+
+def object_path(api_version: str, plural: str, namespace: str, name: str | None = None,
+                subresource: str | None = None) -> str:
+    base = "/api/v1" if api_version == "v1" else f"/apis/{api_version}"
+    path = f"{base}/namespaces/{namespace}/{plural}"
+    if name:
+        path += f"/{name}"
+        if subresource:
+            path += f"/{subresource}"
+    return path
+
+
+class Kube:
+    def __init__(self, api: client.ApiClient | None = None) -> None:
+        self.api = api or load_config()
+
+    def _call(self, method: str, path: str, body: Any = None, content_type: str | None = None) -> Any:
+        headers = {"Accept": "application/json"}
+        if content_type:
+            headers["Content-Type"] = content_type
+        return self.api.call_api(path, method, header_params=headers, body=body, response_type="object",
+                                 auth_settings=["BearerToken"], _return_http_data_only=True,
+                                 _request_timeout=REQUEST_TIMEOUT)
+
+    def create(self, obj: dict[str, Any]) -> tuple[dict[str, Any], bool]:
+        """Create `obj`; if it exists already, return the existing one. (object, created?)"""
+        plural = PLURALS[(obj["apiVersion"], obj["kind"])]
+        meta = obj["metadata"]
+        try:
+            created = self._call("POST", object_path(obj["apiVersion"], plural, meta["namespace"]), obj,
+                                 "application/json")
+            return created, True
+        except ApiException as exc:
+            if exc.status != 409:
+                raise
+        existing = self.get(obj["apiVersion"], plural, meta["namespace"], meta["name"])
+        return existing or obj, False
+
+    def get(self, api_version: str, plural: str, namespace: str, name: str) -> dict[str, Any] | None:
+        try:
+            return self._call("GET", object_path(api_version, plural, namespace, name))
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def patch(self, api_version: str, plural: str, namespace: str, name: str, patch: dict[str, Any],
+              subresource: str | None = None) -> dict[str, Any] | None:
+        """JSON merge patch; None when the object is gone."""
+        try:
+            return self._call("PATCH", object_path(api_version, plural, namespace, name, subresource), patch,
+                              "application/merge-patch+json")
+        except ApiException as exc:
+            if exc.status == 404:
+                return None
+            raise
+
+    def delete(self, api_version: str, plural: str, namespace: str, name: str) -> bool:
+        """Delete (foreground: the RayCluster goes first); False when it was gone already."""
+        try:
+            self._call("DELETE", object_path(api_version, plural, namespace, name),
+                       {"propagationPolicy": "Foreground"}, "application/json")
+            return True
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise

@@ -1,0 +1,54 @@
+"""`empo render RUN.yaml`: the manifests the operator would create for a run, as a YAML stream.
+
+Same builders as the operator, same labels kopf.adopt copies from the run. The ownerReferences
+kopf.adopt adds at creation are left out: they need the uid the API server gives the EmpoRun.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from empo_api.validate import load_documents
+
+from .builders import build_children
+from .lifecycle import validate_run
+from .settings import SettingsError, from_env
+
+
+def render(manifest: dict[str, Any], attempt: int = 0) -> list[dict[str, Any]]:
+    """The children of one EmpoRun manifest; ValueError naming the fields when it is invalid."""
+    settings = from_env()
+    run, problem = validate_run(manifest, settings)
+    if run is None:
+        raise ValueError(problem.message if problem else "invalid EmpoRun")
+    children = build_children(run, settings, attempt)
+    owner_labels = (manifest.get("metadata") or {}).get("labels") or {}
+    for child in children:  # what kopf.adopt does besides the owner reference
+        child["metadata"]["labels"] = {**owner_labels, **child["metadata"]["labels"]}
+    return children
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", type=Path, help="EmpoRun manifest (YAML; - for stdin)")
+    parser.add_argument("--attempt", type=int, default=0, help="restart attempt to render (0 = the first)")
+
+
+def run(args: argparse.Namespace) -> int:
+    try:
+        docs = load_documents(args.file)
+        out: list[dict[str, Any]] = []
+        for doc in docs:
+            if isinstance(doc, dict) and doc.get("metadata") and not doc["metadata"].get("namespace"):
+                doc["metadata"]["namespace"] = "default"
+            out.extend(render(doc, args.attempt))
+    except (OSError, yaml.YAMLError, ValueError, SettingsError) as exc:
+        print(f"{args.file}: {exc}", file=sys.stderr)
+        return 1
+    sys.stdout.write("# ownerReferences to the EmpoRun are added at creation (they need its uid).\n")
+    sys.stdout.write(yaml.safe_dump_all(out, sort_keys=False, width=120))
+    return 0

@@ -1,0 +1,140 @@
+"""Children of an EmpoRun: valid for KubeRay's own CRD and for Kubernetes (strict), sized by the plan."""
+
+import copy
+import json
+
+import kubernetes_validate
+import pytest
+
+from empo_api import schema_check
+from empo_api.models import EmpoRun
+from empo_operator import builders
+from empo_operator.settings import Settings
+
+SETTINGS = Settings(trainer_image="registry.example/empo-trainer:1", default_storage_uri="s3://runs-bucket/empo",
+                    s3_endpoint="http://seaweed.storage:8333")
+
+
+def containers(rayjob, group=None):
+    rc = rayjob["spec"]["rayClusterSpec"]
+    if group is None:
+        return rc["headGroupSpec"]["template"]["spec"]["containers"]
+    g = next(w for w in rc["workerGroupSpecs"] if w["groupName"] == group)
+    return g["template"]["spec"]["containers"]
+
+
+def env(container):
+    return {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+
+
+def test_every_child_is_valid(math_s3, tiny, rayjob_schema):
+    for manifest in (math_s3, tiny):
+        run = EmpoRun.model_validate(manifest)
+        for attempt in (0, 2):
+            children = builders.build_children(run, SETTINGS, attempt)
+            assert [c["kind"] for c in children] == ["ConfigMap", "ServiceAccount", "Role", "RoleBinding", "RayJob"]
+            for child in children[:-1]:
+                kubernetes_validate.validate(child, "1.32", strict=True)
+            errors = schema_check.check(children[-1], rayjob_schema)
+            assert errors == [], [str(e) for e in errors]
+
+
+def test_schema_check_would_catch_a_typo(math_s3, rayjob_schema):
+    """Guards the test above against passing vacuously: an unknown RayJob field is reported."""
+    rayjob = builders.build_rayjob(EmpoRun.model_validate(math_s3), SETTINGS)
+    rayjob["spec"]["shutdownAfterJobFinish"] = True
+    assert [e.path for e in schema_check.check(rayjob, rayjob_schema)] == ["spec.shutdownAfterJobFinish"]
+
+
+def test_rayjob_of_the_8_gpu_example(math_s3):
+    run = EmpoRun.model_validate(math_s3)
+    rj = builders.build_rayjob(run, SETTINGS)
+    spec = rj["spec"]
+    assert rj["metadata"]["name"] == "qwen-math-7b-empo"
+    assert rj["metadata"]["labels"][builders.KUEUE_QUEUE_LABEL] == "gpu-research"
+    assert spec["entrypoint"] == "python -m empo_trainer run --config /etc/empo/spec.json"
+    assert spec["shutdownAfterJobFinishes"] is True and spec["suspend"] is False
+    assert spec["ttlSecondsAfterFinished"] == 3600 and "activeDeadlineSeconds" not in spec
+    groups = {g["groupName"]: g for g in spec["rayClusterSpec"]["workerGroupSpecs"]}
+    assert {n: (g["replicas"], g["minReplicas"], g["maxReplicas"]) for n, g in groups.items()} == \
+        {"sampler": (4, 4, 4), "learner": (4, 4, 4)}
+    for name, g in groups.items():
+        pod = g["template"]["spec"]
+        (c,) = pod["containers"]
+        assert c["resources"]["limits"] == {"cpu": "8", "memory": "96Gi", "nvidia.com/gpu": 1}
+        assert c["image"] == "registry.example/empo-trainer:1"
+        assert pod["nodeSelector"] == {"nvidia.com/gpu.product": "NVIDIA-H100-80GB-HBM3"}
+        assert pod["tolerations"] == [{"key": "nvidia.com/gpu", "operator": "Exists", "effect": "NoSchedule"}]
+        assert g["resources"] == {f"empo_{name}": "1"}
+    (head,) = containers(rj)
+    e = env(head)
+    assert e["EMPO_RUN_NAME"] == "qwen-math-7b-empo" and e["EMPO_RUN_NAMESPACE"] == "ml-research"
+    assert e["EMPO_ATTEMPT"] == "0"
+    assert e["AWS_ACCESS_KEY_ID"] == {"secretKeyRef": {"name": "empo-s3", "key": "AWS_ACCESS_KEY_ID"}}
+    assert e["AWS_SECRET_ACCESS_KEY"] == {"secretKeyRef": {"name": "empo-s3", "key": "AWS_SECRET_ACCESS_KEY"}}
+    assert e["AWS_REGION"] == "us-east-1"
+    assert e["AWS_ENDPOINT_URL"] == "http://seaweed.storage:8333"  # operator default: the spec sets none
+    assert head["volumeMounts"] == [{"name": "empo-config", "mountPath": "/etc/empo", "readOnly": True}]
+    pod = spec["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
+    assert pod["serviceAccountName"] == "qwen-math-7b-empo-trainer"
+    assert pod["volumes"] == [{"name": "empo-config", "configMap": {"name": "qwen-math-7b-empo-config"}}]
+
+
+def test_cpu_run_has_no_sampler_group_and_no_gpus(tiny):
+    rj = builders.build_rayjob(EmpoRun.model_validate(tiny), SETTINGS)
+    groups = rj["spec"]["rayClusterSpec"]["workerGroupSpecs"]
+    assert [g["groupName"] for g in groups] == ["learner"]
+    (c,) = groups[0]["template"]["spec"]["containers"]
+    assert "nvidia.com/gpu" not in c["resources"]["limits"]
+    assert "nodeSelector" not in groups[0]["template"]["spec"]
+    assert not any(k.startswith("AWS_") for k in env(c))  # no Secret, no endpoint for a local path
+    assert builders.KUEUE_QUEUE_LABEL not in rj["metadata"]["labels"]
+
+
+def test_settings_fill_only_what_the_spec_leaves_unset(math_s3, tiny):
+    cm = builders.build_configmap(EmpoRun.model_validate(tiny), SETTINGS)
+    loaded = json.loads(cm["data"]["spec.json"])
+    assert loaded["metadata"] == {"name": "tiny-smoke", "namespace": "default"}
+    assert loaded["spec"]["storage"]["uri"] == "runs"  # set by the user: kept
+    assert loaded["spec"]["ray"]["image"] == "registry.example/empo-trainer:1"
+    assert cm["data"]["name"] == "tiny-smoke" and cm["data"]["namespace"] == "default"
+    EmpoRun.model_validate(loaded)  # the trainer loads it like a manifest file
+    unset = copy.deepcopy(math_s3)
+    del unset["spec"]["storage"]["uri"]
+    spec = json.loads(builders.build_configmap(EmpoRun.model_validate(unset), SETTINGS)["data"]["spec.json"])["spec"]
+    assert spec["storage"]["uri"] == "s3://runs-bucket/empo"
+    assert spec["storage"]["endpoint"] == "http://seaweed.storage:8333"
+
+
+def test_trainer_role_allows_only_this_runs_status(math_s3):
+    sa, role, binding = builders.build_trainer_rbac(EmpoRun.model_validate(math_s3))
+    assert role["rules"] == [{"apiGroups": ["empo.dev"], "resources": ["emporuns/status"],
+                              "resourceNames": ["qwen-math-7b-empo"], "verbs": ["get", "patch"]}]
+    assert binding["subjects"] == [{"kind": "ServiceAccount", "name": sa["metadata"]["name"], "namespace": "ml-research"}]
+    assert binding["roleRef"]["name"] == role["metadata"]["name"]
+
+
+@pytest.mark.parametrize("run_name, attempt, expected", [
+    ("short", 0, "short"),
+    ("short", 3, "short-r3"),
+    ("a" * 47, 0, "a" * 47),
+    ("a" * 48, 0, "a" * 40 + "-" + builders.fit_name("a" * 48)[-6:]),
+])
+def test_rayjob_names(run_name, attempt, expected):
+    assert builders.rayjob_name(run_name, attempt) == expected
+
+
+def test_long_names_fit_kuberay_and_stay_distinct():
+    a, b = "x" * 50 + "-alpha", "x" * 50 + "-bravo"
+    names = {builders.rayjob_name(n, k) for n in (a, b) for k in (0, 1, 12)}
+    assert len(names) == 6
+    assert all(len(n) <= 47 and n[-1] != "-" for n in names)
+    assert builders.rayjob_name(a, 12).endswith("-r12")
+    assert builders.rayjob_name(a, 1) == builders.rayjob_name(a, 1)  # deterministic
+
+
+def test_immutable_changes():
+    old = {"model": {"source": "a"}, "suspend": False, "eval": {"every": 0}, "storage": {"uri": "s3://b/p", "keepLast": 3}}
+    new = {"model": {"source": "b"}, "suspend": True, "eval": {"every": 10}, "storage": {"uri": "s3://b/q", "keepLast": 5}}
+    assert builders.immutable_changes(old, new) == ["spec.model.source", "spec.storage.uri"]
+    assert builders.immutable_changes(old, {**old, "suspend": True, "maxRestarts": 1}) == []
