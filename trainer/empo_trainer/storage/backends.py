@@ -32,7 +32,7 @@ class S3Options:
     5xx and connection errors); transfers use boto3's transfer manager (multipart, parallel)."""
 
     retry_mode: str = "standard"  # or "adaptive" (adds client-side rate limiting)
-    max_attempts: int = 8
+    max_attempts: int = 8  # tries per request, the first included
     connect_timeout_s: float = 10.0
     read_timeout_s: float = 120.0
     multipart_threshold: int = 16 * MiB
@@ -194,7 +194,8 @@ class S3Backend:
             region_name=region,
             # S3-compatible stores (SeaweedFS, MinIO, Ceph) serve buckets as paths, not subdomains.
             s3={"addressing_style": "path" if endpoint else "auto"},
-            retries={"mode": options.retry_mode, "max_attempts": options.max_attempts},
+            # total_max_attempts counts the first try; botocore's "max_attempts" would count retries only.
+            retries={"mode": options.retry_mode, "total_max_attempts": options.max_attempts},
             connect_timeout=options.connect_timeout_s,
             read_timeout=options.read_timeout_s,
             max_pool_connections=max(10, options.max_concurrency + 4),
@@ -293,10 +294,11 @@ class S3Backend:
         from boto3.s3.transfer import create_transfer_manager
 
         operation = "upload" if upload else "download"
-        # One transfer manager for all files: parts of every file share one pool of threads.
-        manager = create_transfer_manager(self.client, self.transfer_config)
-        futures = []
-        try:
+        # One transfer manager for all files: parts of every file share one pool of threads. Leaving
+        # the block on an error cancels the other transfers (TransferManager.shutdown(cancel=True)
+        # is broken in s3transfer 0.19: it passes its arguments in the wrong order).
+        with create_transfer_manager(self.client, self.transfer_config) as manager:
+            futures = []
             for key, path in pairs:
                 if upload:
                     futures.append((key, manager.upload(str(path), self.bucket, self._key(key))))
@@ -308,10 +310,6 @@ class S3Backend:
                     future.result()
                 except Exception as e:
                     raise self._fail(e, self.uri_of(key), operation) from None
-        except BaseException:
-            manager.shutdown(cancel=True)
-            raise
-        manager.shutdown()
 
     def upload_files(self, pairs: list[tuple[str, Path]]) -> None:
         self._transfer(pairs, upload=True)
