@@ -22,6 +22,17 @@ class TransformersSampler:
         eos = self.model.generation_config.eos_token_id
         self.eos_ids = set(eos if isinstance(eos, list) else [eos]) | {self.tokenizer.eos_token_id}
 
+    @classmethod
+    def from_model(cls, model: Any, tokenizer: Any, max_prompt_length: int | None = None, batch_size: int = 64):
+        """A sampler that generates with an existing model (colocated with the learner: no weight copy)."""
+        self = cls.__new__(cls)
+        self.model, self.tokenizer = model, tokenizer
+        self.device = str(next(model.parameters()).device)
+        self.max_prompt_length, self.batch_size = max_prompt_length, batch_size
+        eos = model.generation_config.eos_token_id
+        self.eos_ids = set(eos if isinstance(eos, list) else [eos]) | {tokenizer.eos_token_id}
+        return self
+
     def load_weights(self, state_dict: dict[str, Any]) -> None:
         self.model.load_state_dict(state_dict, strict=False)
 
@@ -31,8 +42,16 @@ class TransformersSampler:
                 return ids[: i + 1]  # keep the EOS: the learner must see the sequence ended
         return ids
 
-    @torch.inference_mode()
     def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[Generation]:
+        was_training = self.model.training
+        self.model.eval()  # no dropout while sampling, even when colocated with a training model
+        try:
+            return self._generate(prompts, params)
+        finally:
+            self.model.train(was_training)
+
+    @torch.inference_mode()
+    def _generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[Generation]:
         if params.seed is not None:
             torch.manual_seed(params.seed)
         prompt_ids = [render_prompt_ids(self.tokenizer, p, self.max_prompt_length) for p in prompts]

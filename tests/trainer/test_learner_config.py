@@ -1,0 +1,68 @@
+"""Pure parts of the learner: spec -> GRPOConfig, batch geometry, step records."""
+
+import pytest
+from trl import GRPOConfig
+
+from empo_api.models import EmpoRunSpec
+from empo_trainer.learner import (RolloutStats, SpecError, _group_starts, batch_geometry, grpo_config_kwargs,
+                                  step_record, total_steps)
+
+
+def spec(**algorithm):
+    learner = algorithm.pop("learner", {})
+    return EmpoRunSpec.model_validate({"model": {"source": "x"}, "dataset": {"uri": "d.jsonl"},
+                                       "algorithm": algorithm, "learner": learner})
+
+
+@pytest.mark.parametrize("algorithm,expected", [
+    ({}, (784, 784, 1)),                                                  # paper: 112 prompts x G=7, one micro-batch
+    ({"gradientAccumulation": 8}, (784, 98, 8)),
+    ({"promptsPerStep": 4, "numGenerations": 4, "gradientAccumulation": 2}, (16, 8, 2)),
+    ({"promptsPerStep": 8, "numGenerations": 8, "gradientAccumulation": 2, "learner": {"replicas": 4}}, (64, 8, 2)),
+])
+def test_batch_geometry(algorithm, expected):
+    g = batch_geometry(spec(**algorithm))
+    assert (g.completions_per_step, g.per_device_batch_size, g.gradient_accumulation) == expected
+
+
+@pytest.mark.parametrize("algorithm,field", [
+    ({"promptsPerStep": 3, "numGenerations": 3, "gradientAccumulation": 2}, "gradientAccumulation"),
+    ({"promptsPerStep": 4, "numGenerations": 4, "learner": {"perDeviceBatchSize": 5}}, "perDeviceBatchSize"),
+])
+def test_impossible_batches_name_the_fields(algorithm, field):
+    with pytest.raises(SpecError, match=field):
+        batch_geometry(spec(**algorithm))
+
+
+def test_total_steps_from_epochs_or_steps():
+    assert total_steps(spec(steps=7), 1000) == 7
+    assert total_steps(spec(), 20000) == 358  # paper: 2 epochs over 20K prompts, 112 per step
+    assert total_steps(spec(epochs=1.0, promptsPerStep=10), 25) == 3
+
+
+def test_grpo_config_reflects_the_spec(tmp_path):
+    s = spec(loss="dr_grpo", importanceSamplingLevel="sequence", epsilon=3e-4, epsilonHigh=4e-4, beta=0.04,
+             temperature=0.7, topP=0.95, learningRate=5e-7, numGenerations=4, promptsPerStep=4)
+    kwargs = grpo_config_kwargs(s, str(tmp_path), max_steps=5, use_cpu=True)
+    config = GRPOConfig(**kwargs)  # TRL accepts every argument we pass
+    assert (config.loss_type, config.importance_sampling_level, config.epsilon, config.epsilon_high) == \
+        ("dr_grpo", "sequence", 3e-4, 4e-4)
+    assert (config.beta, config.temperature, config.top_p, config.learning_rate) == (0.04, 0.7, 0.95, 5e-7)
+    assert config.num_generations == 4 and config.max_steps == 5 and config.num_iterations == 1
+    assert config.lr_scheduler_type == "constant" and config.shuffle_dataset is False
+    assert config.save_steps == s.storage.checkpoint_every
+
+
+def test_group_starts_dedupes_trl_repeats():
+    assert _group_starts(["a", "a", "b", "b"], 2) == ["a", "b"]
+    with pytest.raises(RuntimeError, match="multiple of numGenerations"):
+        _group_starts(["a", "a", "b"], 2)
+
+
+def test_step_record_renames_and_times():
+    stats = RolloutStats(tokens=100, generation_seconds=4.0, sync_seconds=0.5, batch_digest="abc")
+    record = step_record(3, {"reward": 0.5, "completions/mean_length": 12.0, "note": "x"},
+                         {"semantic_entropy": 0.7}, stats, 5.0)
+    assert record["step"] == 3 and record["reward"] == 0.5 and record["completion_length"] == 12.0
+    assert record["semantic_entropy"] == 0.7 and record["tokens_per_second"] == 25.0
+    assert record["weight_sync_seconds"] == 0.5 and record["batch_digest"] == "abc" and "note" not in record

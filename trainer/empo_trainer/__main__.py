@@ -1,0 +1,43 @@
+"""`python -m empo_trainer run --config spec.json`: the RayJob entrypoint the operator writes.
+
+The config is the ConfigMap the operator creates: {"name", "namespace", "spec"} with the
+validated spec. The same driver as `empo train`, joining the Ray cluster KubeRay started.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+from empo_api.models import EmpoRun
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m empo_trainer")
+    sub = parser.add_subparsers(dest="command", required=True)
+    p = sub.add_parser("run", help="run the EmpoRun described by a config file")
+    p.add_argument("--config", type=Path, required=True, help="JSON: {name, namespace, spec} or an EmpoRun manifest")
+    p.add_argument("--steps", type=int)
+    args = parser.parse_args(argv)
+
+    doc = json.loads(args.config.read_text())
+    if "kind" not in doc:
+        doc = {"apiVersion": "empo.dev/v1alpha1", "kind": "EmpoRun",
+               "metadata": {"name": doc.get("name") or os.environ["EMPO_RUN_NAME"],
+                            "namespace": doc.get("namespace") or os.environ.get("EMPO_RUN_NAMESPACE", "default")},
+               "spec": doc["spec"]}
+    from . import driver
+
+    try:
+        summary = driver.run(EmpoRun.model_validate(doc), steps=args.steps, progress=False)
+    finally:
+        driver.shutdown()
+    print("\n".join(summary.lines()))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

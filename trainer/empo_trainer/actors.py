@@ -1,0 +1,163 @@
+"""The Ray actors of a run: samplers (generation) and learners (TRL GRPOTrainer).
+
+Plain classes; the driver wraps them with `ray.remote` and places them by the placement plan.
+Each actor reads the spec from JSON so the same code runs on a laptop and on KubeRay pods.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+from typing import Any, Callable
+
+from empo_api.models import EmpoRunSpec
+
+
+def _threads(num_threads: int | None) -> None:
+    # Ray pins OMP_NUM_THREADS to the actor's CPU reservation; on a laptop sampling and learning
+    # alternate, so each phase may use every core.
+    if num_threads:
+        import torch
+
+        torch.set_num_threads(num_threads)
+
+
+class SamplerActor:
+    def __init__(self, spec_json: str, num_threads: int | None = None):
+        from . import model_source
+        from .sampling import make_sampler
+
+        _threads(num_threads)
+        self.spec = EmpoRunSpec.model_validate_json(spec_json)
+        path = model_source.resolve(self.spec.model.source, self.spec.model.revision)
+        self.sampler = make_sampler(self.spec, path)
+
+    def generate(self, prompts, params):
+        return self.sampler.generate(prompts, params)
+
+    def load_weights(self, state_dict: dict[str, Any]) -> bool:
+        self.sampler.load_weights(state_dict)
+        return True
+
+    def ready(self) -> bool:
+        return True
+
+
+class LearnerActor:
+    """Runs GRPOTrainer; streams events to `events` (a Ray queue) and commits checkpoints."""
+
+    def __init__(self, spec_json: str, namespace: str, name: str, examples: list[dict[str, Any]],
+                 work_dir: str, events: Any = None, samplers: list[Any] | None = None,
+                 num_threads: int | None = None):
+        _threads(num_threads)
+        self.spec = EmpoRunSpec.model_validate_json(spec_json)
+        self.namespace, self.name = namespace, name
+        self.examples = examples
+        self.work_dir = Path(work_dir)
+        self.events = events
+        self.samplers = samplers or []
+        self.trainer = None
+
+    def _emit(self, event: dict[str, Any]) -> None:
+        if self.events is not None:
+            self.events.put(event)
+
+    def _storage(self):
+        from .storage import open_run_storage
+
+        return open_run_storage(self.spec.storage, self.namespace, self.name)
+
+    def _resume_dir(self, storage, fresh: bool) -> str | None:
+        ref = None if fresh else storage.checkpoints.latest()
+        if ref is None:
+            return None
+        dest = self.work_dir / "resume" / f"step-{ref.step:06d}"
+        storage.checkpoints.download(ref, dest)
+        self._emit({"type": "resumed", "step": ref.step, "uri": storage.checkpoints.uri_of(ref.step)})
+        return str(dest)
+
+    def _evaluator(self, storage, engine) -> Callable[[int], dict | None]:
+        spec = self.spec
+
+        def evaluate(step: int) -> dict | None:
+            if not spec.eval.benchmarks:
+                return None
+            from .evaluation import evaluate as run_eval
+
+            if engine.local_sampler is not None:
+                sampler = engine.local_sampler
+            else:  # evaluate the newest weights: sync first
+                engine.sync(self.trainer)
+                sampler = _RemoteSampler(self.samplers[0])
+            report = run_eval(sampler, spec.eval.benchmarks, spec.eval, spec.prompt, progress=False)
+            storage.write_json(f"eval/step-{step:06d}.json", report.to_json())
+            return report.to_status(step)
+
+        return evaluate
+
+    def train(self, max_steps: int, fresh: bool = False) -> dict[str, Any]:
+        from datasets import Dataset
+        from trl import GRPOConfig, GRPOTrainer
+
+        from . import model_source
+        from .learner import RolloutEngine, grpo_config_kwargs, make_callback
+        from .rewards import build_reward_function
+
+        os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
+        storage = self._storage()
+        resume = self._resume_dir(storage, fresh)
+        path = model_source.resolve(self.spec.model.source, self.spec.model.revision)
+        tokenizer = model_source.load_tokenizer(path, self.spec.model.revision, self.spec.model.trust_remote_code)
+        model = model_source.load_causal_lm(path, self.spec.model.dtype, self.spec.model.revision,
+                                            self.spec.model.trust_remote_code)
+        import torch
+
+        use_cpu = self.spec.learner.gpus_per_replica == 0 or not torch.cuda.is_available()
+        out_dir = self.work_dir / "trainer"
+        if fresh and out_dir.exists():
+            shutil.rmtree(out_dir)
+        config = GRPOConfig(**grpo_config_kwargs(self.spec, str(out_dir), max_steps=max_steps, use_cpu=use_cpu))
+        reward_fn = build_reward_function(self.spec)
+        engine = RolloutEngine(self.spec, remote_samplers=self.samplers)
+        trainer = GRPOTrainer(
+            model=model, reward_funcs=[reward_fn], args=config, train_dataset=Dataset.from_list(self.examples),
+            processing_class=tokenizer, rollout_func=engine,
+        )
+        self.trainer = trainer
+        from transformers.trainer_callback import PrinterCallback
+
+        trainer.remove_callback(PrinterCallback)  # the driver shows progress; raw log dicts are noise
+        if not self.samplers:
+            from .sampling.transformers_backend import TransformersSampler
+
+            engine.local_sampler = TransformersSampler.from_model(
+                trainer.model, tokenizer, self.spec.algorithm.max_prompt_length)
+        evaluator = self._evaluator(storage, engine)
+        trainer.add_callback(make_callback(self._emit, reward_fn, engine, storage.checkpoints.commit,
+                                           evaluator, self.spec.eval.every))
+        trainer.train(resume_from_checkpoint=resume)
+        step = trainer.state.global_step
+        final_eval = None
+        if self.spec.eval.at_end and self.spec.eval.benchmarks:
+            final_eval = evaluator(step)
+            if final_eval:
+                self._emit({"type": "eval", "step": step, "result": final_eval})
+        return {"step": step, "resumed_from": resume, "final_eval": final_eval}
+
+
+class _RemoteSampler:
+    """A sampler actor seen through the local Sampler interface (for evaluation)."""
+
+    def __init__(self, handle: Any):
+        self.handle = handle
+
+    def generate(self, prompts, params):
+        import ray
+
+        return ray.get(self.handle.generate.remote(prompts, params))
+
+    def load_weights(self, state_dict):
+        import ray
+
+        ray.get(self.handle.load_weights.remote(state_dict))

@@ -1,0 +1,232 @@
+"""The run driver: one EmpoRun, start to finish, on a local Ray or inside a KubeRay RayJob.
+
+It starts (or joins) Ray, places sampler and learner actors by the placement plan, streams the
+learner's per-step events into metrics.jsonl, a progress bar and the EmpoRun status, and finishes
+with a summary. The learner owns checkpoints, so an interrupted run resumes from LATEST.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import secrets
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from empo_api.models import EmpoRun
+from empo_api.placement import plan_placement
+
+from .learner import batch_geometry, total_steps
+
+
+@dataclass
+class RunSummary:
+    name: str
+    namespace: str
+    storage_uri: str
+    steps: int
+    total_steps: int
+    resumed_from_step: int | None
+    latest_checkpoint: str | None
+    final_eval: dict[str, Any] | None
+    seconds: float
+    last_record: dict[str, Any] = field(default_factory=dict)
+
+    def lines(self) -> list[str]:
+        out = [
+            f"run {self.namespace}/{self.name}: {self.steps}/{self.total_steps} steps in {self.seconds:.0f}s"
+            + (f" (resumed from step {self.resumed_from_step})" if self.resumed_from_step is not None else ""),
+            f"  storage:    {self.storage_uri}",
+            f"  checkpoint: {self.latest_checkpoint}",
+            f"  metrics:    {self.storage_uri}/metrics.jsonl",
+            f"  report:     {self.storage_uri}/report.html",
+        ]
+        r = self.last_record
+        if r:
+            out.append(f"  last step:  reward {r.get('reward', float('nan')):.3f}, semantic entropy "
+                       f"{r.get('semantic_entropy', float('nan')):.3f}, filtered {r.get('filtered_fraction', 0):.2f}")
+        if self.final_eval:
+            acc = ", ".join(f"{k} {v:.3f}" for k, v in self.final_eval.get("accuracy", {}).items())
+            out.append(f"  eval:       {acc} (average {self.final_eval.get('average')})")
+        return out
+
+
+def _init_ray(num_cpus: int | None) -> None:
+    import ray
+
+    if ray.is_initialized():
+        return
+    if os.environ.get("RAY_ADDRESS"):  # inside a RayJob: join the cluster KubeRay started
+        ray.init(address="auto", log_to_driver=True)
+        return
+    # A local cluster enables token auth and writes the token to ~/.ray unless one is given: give it
+    # a fresh one through the environment (inherited by Ray's own processes), so nothing lands in
+    # the home folder or the repo.
+    os.environ.setdefault("RAY_AUTH_MODE", "token")
+    os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(16))
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=True,
+             configure_logging=False, _node_ip_address="127.0.0.1")
+
+
+def _work_dir(run: EmpoRun) -> Path:
+    from .model_source import cache_dir
+
+    return cache_dir() / "runs" / run.namespace / run.name
+
+
+class _Progress:
+    """A tqdm bar with the numbers a person watches: reward, semantic entropy, tokens/s, ETA."""
+
+    def __init__(self, total: int, initial: int, enabled: bool):
+        self.bar = None
+        if enabled:
+            from tqdm.auto import tqdm
+
+            self.bar = tqdm(total=total, initial=initial, desc="EMPO", unit="step", file=sys.stderr, dynamic_ncols=True)
+
+    def step(self, record: dict[str, Any]) -> None:
+        if self.bar is None:
+            return
+        self.bar.set_postfix(reward=f"{record.get('reward', 0):.3f}", H=f"{record.get('semantic_entropy', 0):.3f}",
+                             tok_s=f"{record.get('tokens_per_second', 0):.0f}", refresh=False)
+        self.bar.n = record["step"]
+        self.bar.refresh()
+
+    def close(self) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+def _reporter():
+    try:
+        from .progress import ProgressReporter
+    except ImportError:
+        return None
+    return ProgressReporter.from_env()
+
+
+def run(run: EmpoRun, *, steps: int | None = None, fresh: bool = False, progress: bool = True,
+        num_cpus: int | None = None) -> RunSummary:
+    """Train `run` to its end (or `steps`), resuming from its latest checkpoint unless `fresh`."""
+    import ray
+    from ray.util.queue import Empty, Queue
+
+    from .actors import LearnerActor, SamplerActor
+    from .data import load_examples
+    from .storage import open_run_storage
+
+    started = time.perf_counter()
+    spec = run.spec
+    batch_geometry(spec)  # fail on an impossible batch before any process starts
+    storage = open_run_storage(spec.storage, run.namespace, run.name)
+    examples = load_examples(spec.dataset, spec.prompt)
+    max_steps = steps or total_steps(spec, len(examples))
+    plan = plan_placement(spec)
+    _init_ray(num_cpus)
+    threads = num_cpus or os.cpu_count()
+    events = Queue()
+    spec_json = spec.model_dump_json(by_alias=True)
+    local = not os.environ.get("RAY_ADDRESS")
+
+    def placed(cls, bundles, index):
+        # On KubeRay the plan's custom resources pin each actor to a pod of its group; a local Ray
+        # has no such pods, so actors share the machine.
+        if local:
+            return ray.remote(num_cpus=0)(cls)
+        bundle = bundles[index].to_ray()
+        return ray.remote(num_cpus=bundle["CPU"], num_gpus=bundle.get("GPU", 0),
+                          resources={k: v for k, v in bundle.items() if k not in ("CPU", "GPU")})(cls)
+
+    samplers = []
+    if not plan.colocated:
+        samplers = [placed(SamplerActor, plan.sampler_bundles, i).remote(spec_json, threads if local else None)
+                    for i in range(len(plan.sampler_bundles))]
+        ray.get([s.ready.remote() for s in samplers])
+    learner = placed(LearnerActor, plan.learner_bundles, 0).remote(
+        spec_json, run.namespace, run.name, examples, str(_work_dir(run)), events, samplers,
+        threads if local else None)
+    if fresh and storage.exists("metrics.jsonl"):
+        storage.delete("metrics.jsonl")  # a fresh start must not mix in the old run's curves
+
+    reporter = _reporter()
+    bar = _Progress(max_steps, 0, progress)
+    summary = RunSummary(run.name, run.namespace, storage.uri, 0, max_steps, None, None, None, 0.0)
+    done = learner.train.remote(max_steps, fresh)
+
+    def drain() -> None:
+        while True:
+            try:
+                event = events.get_nowait()
+            except Empty:
+                return
+            kind = event["type"]
+            if kind == "step":
+                record = event["record"] | {"total_steps": max_steps}
+                storage.append_metrics(record)
+                summary.steps, summary.last_record = record["step"], record
+                bar.step(record)
+                if reporter:
+                    reporter.report(_status_progress(record, max_steps))
+            elif kind == "checkpoint":
+                summary.latest_checkpoint = event["uri"]
+                if reporter:
+                    reporter.checkpoint(event["step"], event["uri"])
+            elif kind == "eval":
+                if reporter:
+                    reporter.eval(event["result"])
+            elif kind == "resumed":
+                summary.resumed_from_step = event["step"]
+                bar.step({"step": event["step"]})
+
+    try:
+        while True:
+            ready, _ = ray.wait([done], timeout=0.5)
+            drain()
+            if ready:
+                result = ray.get(done)
+                break
+        drain()
+    finally:
+        bar.close()
+        if reporter:
+            reporter.close()
+    summary.steps = result["step"]
+    summary.final_eval = result.get("final_eval")
+    summary.seconds = time.perf_counter() - started
+    _write_report(storage)
+    return summary
+
+
+def _status_progress(record: dict[str, Any], total: int) -> dict[str, Any]:
+    """The EmpoRun status.progress fields (camelCase) from one metrics record."""
+    keys = {"reward": "reward", "reward_std": "rewardStd", "semantic_entropy": "semanticEntropy",
+            "filtered_fraction": "filteredFraction", "tokens_per_second": "tokensPerSecond"}
+    out = {"step": record["step"], "totalSteps": total}
+    out.update({camel: record[k] for k, camel in keys.items() if isinstance(record.get(k), (int, float))})
+    return out
+
+
+def _write_report(storage) -> None:
+    try:
+        from .evaluation.report import write_report
+    except ImportError:
+        return
+    try:
+        write_report(storage)
+    except Exception as exc:  # a report is a convenience; never fail a finished run over it
+        print(f"warning: report not written: {exc}", file=sys.stderr)
+
+
+def shutdown() -> None:
+    import ray
+
+    if ray.is_initialized():
+        ray.shutdown()
+
+
+def summary_json(summary: RunSummary) -> str:
+    return json.dumps(summary.__dict__, default=str)

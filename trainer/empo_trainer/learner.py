@@ -1,0 +1,248 @@
+"""The learner: TRL's GRPOTrainer with the EMPO reward, fed by our samplers through `rollout_func`.
+
+EMPO is only a reward function plus a group filter, so TRL does the policy optimisation; what we
+add is (1) the spec -> GRPOConfig mapping, (2) the rollout function that takes completions from
+sampler actors TRL does not own and keeps their weights in sync, and (3) callbacks that stream
+per-step metrics and commit checkpoints to storage.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+from empo_api.models import EmpoRunSpec
+
+
+class SpecError(ValueError):
+    """The spec cannot run as written; the message names the fields and what would work."""
+
+
+@dataclass(frozen=True)
+class BatchGeometry:
+    completions_per_step: int
+    per_device_batch_size: int
+    gradient_accumulation: int
+
+
+def batch_geometry(spec: EmpoRunSpec) -> BatchGeometry:
+    """promptsPerStep x G completions per optimizer step, split over learners and micro-batches."""
+    a, learners = spec.algorithm, spec.learner.replicas
+    total = a.prompts_per_step * a.num_generations
+    per_device = spec.learner.per_device_batch_size
+    if per_device is None:
+        per_device, rest = divmod(total, a.gradient_accumulation * learners)
+        if rest or per_device == 0:
+            raise SpecError(
+                f"spec.algorithm.promptsPerStep x numGenerations ({total}) must be divisible by "
+                f"algorithm.gradientAccumulation x learner.replicas ({a.gradient_accumulation} x {learners})"
+            )
+    elif per_device * a.gradient_accumulation * learners != total:
+        raise SpecError(
+            f"spec.learner.perDeviceBatchSize ({per_device}) x algorithm.gradientAccumulation "
+            f"({a.gradient_accumulation}) x learner.replicas ({learners}) must equal promptsPerStep x "
+            f"numGenerations ({total})"
+        )
+    return BatchGeometry(total, per_device, a.gradient_accumulation)
+
+
+def total_steps(spec: EmpoRunSpec, num_prompts: int) -> int:
+    if spec.algorithm.steps:
+        return spec.algorithm.steps
+    epochs = spec.algorithm.epochs or 2.0
+    return max(1, math.ceil(num_prompts * epochs / spec.algorithm.prompts_per_step))
+
+
+def grpo_config_kwargs(spec: EmpoRunSpec, output_dir: str, *, max_steps: int, use_cpu: bool) -> dict[str, Any]:
+    """Pure: the GRPOConfig arguments an EmpoRun spec means (paper-era defaults live in the spec)."""
+    a, learner = spec.algorithm, spec.learner
+    geometry = batch_geometry(spec)
+    precision = learner.precision if not use_cpu or learner.precision != "fp16" else "fp32"
+    return dict(
+        output_dir=output_dir,
+        max_steps=max_steps,
+        learning_rate=a.learning_rate,
+        lr_scheduler_type="constant",
+        warmup_steps=0,
+        per_device_train_batch_size=geometry.per_device_batch_size,
+        gradient_accumulation_steps=geometry.gradient_accumulation,
+        num_generations=a.num_generations,
+        max_completion_length=a.max_completion_length,
+        temperature=a.temperature,
+        top_p=a.top_p,
+        beta=a.beta,
+        loss_type=a.loss,
+        importance_sampling_level=a.importance_sampling_level,
+        epsilon=a.epsilon,
+        epsilon_high=a.epsilon_high,
+        num_iterations=1,  # paper-era EMPO: one update per generation
+        scale_rewards="group",  # (r - mean) / std within the group, as GRPO and EMPO do
+        shuffle_dataset=False,  # the data loader keeps our seeded order, so a resume replays it exactly
+        seed=a.seed,
+        data_seed=spec.dataset.shuffle_seed,
+        bf16=precision == "bf16" and not use_cpu,
+        fp16=precision == "fp16",
+        use_cpu=use_cpu,
+        gradient_checkpointing=learner.gradient_checkpointing,
+        logging_steps=1,
+        save_strategy="steps",
+        save_steps=spec.storage.checkpoint_every,
+        save_total_limit=1,  # local copies only; storage keeps spec.storage.keepLast
+        save_only_model=False,
+        report_to="none",
+        disable_tqdm=True,
+        remove_unused_columns=False,
+        log_completions=False,
+        dataloader_num_workers=0,
+    )
+
+
+def _group_starts(prompts: Sequence[Any], group: int) -> list[Any]:
+    """TRL repeats each prompt G times consecutively; we generate G samples per unique prompt."""
+    if len(prompts) % group:
+        raise RuntimeError(f"rollout got {len(prompts)} prompts, not a multiple of numGenerations={group}")
+    return [prompts[i] for i in range(0, len(prompts), group)]
+
+
+@dataclass
+class RolloutStats:
+    tokens: int = 0
+    generation_seconds: float = 0.0
+    sync_seconds: float = 0.0
+    batch_digest: str = ""  # identifies the step's prompts: a resumed run must see the same data order
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / self.generation_seconds if self.generation_seconds else 0.0
+
+
+@dataclass
+class RolloutEngine:
+    """TRL `rollout_func`: completions from a colocated sampler or from sampler actors.
+
+    Remote samplers get the learner's weights through the Ray object store before the first
+    rollout after every optimizer step; a sync that takes longer than `sync_timeout` fails the
+    run rather than hanging it.
+    """
+
+    spec: EmpoRunSpec
+    local_sampler: Any = None
+    remote_samplers: Sequence[Any] = ()
+    sync_timeout: float = 600.0
+    stats: RolloutStats = field(default_factory=RolloutStats)
+    _synced_step: int = -1
+
+    def sync(self, trainer: Any) -> None:
+        import ray
+
+        start = time.perf_counter()
+        state = {k: v.detach().to("cpu") for k, v in trainer.model.state_dict().items()}
+        ref = ray.put(state)
+        try:
+            ray.get([s.load_weights.remote(ref) for s in self.remote_samplers], timeout=self.sync_timeout)
+        except ray.exceptions.GetTimeoutError:
+            raise RuntimeError(
+                f"weight sync to {len(self.remote_samplers)} sampler(s) took longer than {self.sync_timeout:.0f}s; "
+                "failing the attempt instead of hanging (it resumes from the latest checkpoint)"
+            ) from None
+        self.stats.sync_seconds = time.perf_counter() - start
+        self._synced_step = trainer.state.global_step
+
+    def _generate(self, prompts: list[Any], params: Any) -> list[Any]:
+        if self.local_sampler is not None:
+            return self.local_sampler.generate(prompts, params)
+        import ray
+
+        shards = [prompts[i::len(self.remote_samplers)] for i in range(len(self.remote_samplers))]
+        futures = [s.generate.remote(shard, params) for s, shard in zip(self.remote_samplers, shards) if shard]
+        parts = ray.get(futures)
+        out: list[Any] = [None] * len(prompts)
+        for i, part in enumerate(parts):  # undo the round-robin split
+            out[i::len(self.remote_samplers)] = part
+        return out
+
+    def __call__(self, prompts: list[Any], trainer: Any) -> dict[str, list]:
+        from .sampling import SamplingParams
+
+        a = self.spec.algorithm
+        step = trainer.state.global_step
+        if self.remote_samplers and step != self._synced_step:
+            self.sync(trainer)
+        params = SamplingParams(n=a.num_generations, temperature=a.temperature, top_p=a.top_p,
+                                max_new_tokens=a.max_completion_length, seed=a.seed * 100_003 + step)
+        start = time.perf_counter()
+        unique = _group_starts(prompts, a.num_generations)
+        self.stats.batch_digest = hashlib.sha1(json.dumps(unique, sort_keys=True).encode()).hexdigest()[:12]
+        generations = self._generate(unique, params)
+        self.stats.generation_seconds = time.perf_counter() - start
+        self.stats.tokens = sum(g.num_tokens for g in generations)
+        out: dict[str, list] = {"prompt_ids": [], "completion_ids": [], "logprobs": []}
+        for g in generations:
+            for ids, logprobs in zip(g.completion_ids, g.logprobs):
+                out["prompt_ids"].append(g.prompt_ids)
+                out["completion_ids"].append(ids)
+                out["logprobs"].append(logprobs)
+        return out
+
+
+# TRL log keys -> metrics.jsonl keys (the report and the EmpoRun status read these names)
+_RENAMES = {"reward": "reward", "reward_std": "reward_std", "completions/mean_length": "completion_length",
+            "loss": "loss", "grad_norm": "grad_norm", "learning_rate": "learning_rate", "entropy": "token_entropy"}
+
+
+def step_record(step: int, logs: dict[str, Any], reward_stats: dict[str, Any], rollout: RolloutStats,
+                step_seconds: float) -> dict[str, Any]:
+    """Pure: one metrics.jsonl line from TRL's logs, the reward's own stats and rollout timing."""
+    record: dict[str, Any] = {"step": step}
+    for key, value in logs.items():
+        if isinstance(value, (int, float)):
+            record[_RENAMES.get(key, key)] = value
+    record.update(reward_stats)
+    record["tokens_per_second"] = round(rollout.tokens_per_second, 3)
+    record["generation_seconds"] = round(rollout.generation_seconds, 3)
+    record["weight_sync_seconds"] = round(rollout.sync_seconds, 3)
+    record["step_seconds"] = round(step_seconds, 3)
+    record["completion_tokens"] = rollout.tokens
+    record["batch_digest"] = rollout.batch_digest
+    return record
+
+
+def make_callback(emit: Callable[[dict[str, Any]], None], reward_fn: Any, engine: RolloutEngine,
+                  checkpoint_commit: Callable[[int, Path], str], evaluate: Callable[[int], dict | None] | None,
+                  eval_every: int):
+    """A TrainerCallback that streams step records, commits checkpoints and runs periodic evals."""
+    from transformers import TrainerCallback
+
+    class EmpoCallback(TrainerCallback):
+        def __init__(self):
+            self._step_start = time.perf_counter()
+
+        def on_step_begin(self, args, state, control, **kwargs):
+            self._step_start = time.perf_counter()
+
+        def on_log(self, args, state, control, logs=None, **kwargs):
+            if not logs or "reward" not in logs:
+                return  # the end-of-training summary log carries no step metrics
+            stats = dict(getattr(reward_fn, "last_stats", {}) or {})
+            emit({"type": "step", "record": step_record(state.global_step, logs, stats, engine.stats,
+                                                         time.perf_counter() - self._step_start)})
+
+        def on_save(self, args, state, control, **kwargs):
+            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+            uri = checkpoint_commit(state.global_step, folder)
+            emit({"type": "checkpoint", "step": state.global_step, "uri": uri})
+
+        def on_step_end(self, args, state, control, **kwargs):
+            if state.global_step >= state.max_steps:
+                control.should_save = True  # the final model is always checkpointed
+            if evaluate and eval_every and state.global_step % eval_every == 0 and state.global_step < state.max_steps:
+                result = evaluate(state.global_step)
+                if result is not None:
+                    emit({"type": "eval", "step": state.global_step, "result": result})
+
+    return EmpoCallback()

@@ -1,0 +1,54 @@
+"""`empo train RUN.yaml`: run an EmpoRun manifest on this machine (local Ray)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import yaml
+from pydantic import ValidationError
+
+from empo_api.models import EmpoRun
+from empo_api.validate import model_errors
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("manifest", type=Path, help="an EmpoRun manifest (the file kubectl would apply)")
+    parser.add_argument("--output", help="storage URI or folder for this run (overrides spec.storage.uri)")
+    parser.add_argument("--steps", type=int, help="stop after this many optimizer steps (overrides the spec)")
+    parser.add_argument("--fresh", action="store_true", help="ignore existing checkpoints and start from step 0")
+    parser.add_argument("--num-cpus", type=int, help="CPUs for the local Ray (default: all)")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
+
+
+def load_run(path: Path, output: str | None = None) -> EmpoRun:
+    docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    runs = [d for d in docs if isinstance(d, dict) and d.get("kind") == "EmpoRun"]
+    if len(runs) != 1:
+        raise SystemExit(f"{path}: expected exactly one EmpoRun document, found {len(runs)}")
+    doc = runs[0]
+    if output:
+        doc.setdefault("spec", {}).setdefault("storage", {})["uri"] = output
+    try:
+        return EmpoRun.model_validate(doc)
+    except ValidationError as exc:
+        lines = "\n".join(f"  {e}" for e in model_errors(exc))
+        raise SystemExit(f"{path}: invalid EmpoRun:\n{lines}") from None
+
+
+def run(args: argparse.Namespace) -> int:
+    from . import driver
+    from .learner import SpecError
+
+    empo_run = load_run(args.manifest, args.output)
+    try:
+        summary = driver.run(empo_run, steps=args.steps, fresh=args.fresh, progress=not args.no_progress,
+                             num_cpus=args.num_cpus)
+    except SpecError as exc:
+        print(f"{args.manifest}: {exc}", file=sys.stderr)
+        return 2
+    finally:
+        driver.shutdown()
+    print("\n".join(summary.lines()))
+    return 0
