@@ -35,6 +35,7 @@ _EVAL_KEY = re.compile(r"^eval/step-(\d+)\.json$")
 SAMPLES_KEY = "samples.jsonl"
 PLOTS_PREFIX = "plots/"
 MAX_SAMPLES = 12
+MAX_BAR_STEPS = 4
 
 
 @dataclass
@@ -153,8 +154,9 @@ def make_plots(data: ReportData) -> dict[str, bytes]:
 
 
 def _bar_plot(data: ReportData) -> bytes:
-    """Base (the first evaluated step, normally 0) against each later checkpoint, per benchmark."""
+    """Base (the first evaluated step, normally 0) against the latest checkpoints, per benchmark."""
     steps = sorted(data.evals)
+    steps = steps[:1] + steps[1:][-MAX_BAR_STEPS:]  # more bars than this are unreadable
     benches = data.eval_benchmarks()
     fig, ax = _figure()
     width = 0.8 / max(1, len(steps))
