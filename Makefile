@@ -42,6 +42,7 @@ bench: venv
 
 crd: venv
 	$(VENV)/bin/empo crd --out crds/empo.dev_emporuns.yaml
+	cp crds/empo.dev_emporuns.yaml charts/empo-operator/files/crds/
 
 clean:
 	rm -rf $(VENV) .cache runs

@@ -7,6 +7,7 @@ the models add what a schema cannot say. Every error names its file, document an
 from __future__ import annotations
 
 import argparse
+import re
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -75,9 +76,21 @@ def validate_manifest(doc: Any) -> list[FieldError]:
     return errors
 
 
+class KubeYamlLoader(yaml.SafeLoader):
+    """YAML as kubectl reads it: `1e-06` (how kustomize and Go write small floats) is a number.
+    PyYAML follows YAML 1.1, where a float needs a dot, and would hand the models a string."""
+
+
+KubeYamlLoader.add_implicit_resolver(
+    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9]+[eE][-+]?[0-9]+$"), list("-+0123456789"))
+
+
+def load_yaml_documents(text: str) -> list[Any]:
+    return [d for d in yaml.load_all(text, Loader=KubeYamlLoader) if d is not None]
+
+
 def load_documents(path: Path) -> list[Any]:
-    text = sys.stdin.read() if str(path) == "-" else path.read_text()
-    return [d for d in yaml.safe_load_all(text) if d is not None]
+    return load_yaml_documents(sys.stdin.read() if str(path) == "-" else path.read_text())
 
 
 def validate_files(paths: list[Path], out=sys.stdout) -> int:

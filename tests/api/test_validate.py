@@ -104,3 +104,13 @@ def test_cli_exit_codes_and_messages(tmp_path):
 def test_wrong_kind_is_refused():
     errors = validate_manifest({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}})
     assert errors and "EmpoRun" in errors[0].message
+
+
+def test_exponent_floats_read_as_numbers_like_kubectl():
+    from empo_api.validate import load_yaml_documents
+
+    text = yaml.safe_dump(BASE).replace("learningRate: 1.0e-06", "learningRate: 1e-06")
+    assert "learningRate: 1e-06" in text
+    (doc,) = load_yaml_documents(text)
+    assert doc["spec"]["algorithm"]["learningRate"] == 1e-06
+    assert validate_manifest(doc) == []

@@ -6,11 +6,10 @@ import argparse
 import sys
 from pathlib import Path
 
-import yaml
 from pydantic import ValidationError
 
 from empo_api.models import EmpoRun
-from empo_api.validate import model_errors
+from empo_api.validate import load_yaml_documents, model_errors
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -23,7 +22,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def load_run(path: Path, output: str | None = None) -> EmpoRun:
-    docs = [d for d in yaml.safe_load_all(path.read_text()) if d]
+    docs = load_yaml_documents(path.read_text())
     runs = [d for d in docs if isinstance(d, dict) and d.get("kind") == "EmpoRun"]
     if len(runs) != 1:
         raise SystemExit(f"{path}: expected exactly one EmpoRun document, found {len(runs)}")
