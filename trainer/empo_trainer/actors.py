@@ -14,6 +14,15 @@ from typing import Any, Callable
 from empo_api.models import EmpoRunSpec
 
 
+def _quiet() -> None:
+    # Actor output is forwarded to the driver's terminal; per-file progress bars drown the run's own.
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()
+    hf_logging.set_verbosity_error()
+
+
 def _threads(num_threads: int | None) -> None:
     # Ray pins OMP_NUM_THREADS to the actor's CPU reservation; on a laptop sampling and learning
     # alternate, so each phase may use every core.
@@ -29,6 +38,7 @@ class SamplerActor:
         from .sampling import make_sampler
 
         _threads(num_threads)
+        _quiet()
         self.spec = EmpoRunSpec.model_validate_json(spec_json)
         path = model_source.resolve(self.spec.model.source, self.spec.model.revision)
         self.sampler = make_sampler(self.spec, path)
@@ -51,6 +61,7 @@ class LearnerActor:
                  work_dir: str, events: Any = None, samplers: list[Any] | None = None,
                  num_threads: int | None = None):
         _threads(num_threads)
+        _quiet()
         self.spec = EmpoRunSpec.model_validate_json(spec_json)
         self.namespace, self.name = namespace, name
         self.examples = examples

@@ -54,6 +54,16 @@ class RunSummary:
         return out
 
 
+def _local_ray_env() -> None:
+    """A local cluster enables token auth and writes the token to ~/.ray unless one is given: give
+    it a fresh one through the environment (inherited by Ray's own processes), so nothing lands in
+    the home folder or the repo. Must run before Ray is imported: Ray reads the mode at import."""
+    if not os.environ.get("RAY_ADDRESS"):
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
+        os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(16))
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+
+
 def _init_ray(num_cpus: int | None) -> None:
     import ray
 
@@ -62,12 +72,6 @@ def _init_ray(num_cpus: int | None) -> None:
     if os.environ.get("RAY_ADDRESS"):  # inside a RayJob: join the cluster KubeRay started
         ray.init(address="auto", log_to_driver=True)
         return
-    # A local cluster enables token auth and writes the token to ~/.ray unless one is given: give it
-    # a fresh one through the environment (inherited by Ray's own processes), so nothing lands in
-    # the home folder or the repo.
-    os.environ.setdefault("RAY_AUTH_MODE", "token")
-    os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(16))
-    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     ray.init(num_cpus=num_cpus or os.cpu_count(), include_dashboard=False, log_to_driver=True,
              configure_logging=False, _node_ip_address="127.0.0.1")
 
@@ -112,6 +116,7 @@ def _reporter():
 def run(run: EmpoRun, *, steps: int | None = None, fresh: bool = False, progress: bool = True,
         num_cpus: int | None = None) -> RunSummary:
     """Train `run` to its end (or `steps`), resuming from its latest checkpoint unless `fresh`."""
+    _local_ray_env()
     import ray
     from ray.util.queue import Empty, Queue
 
@@ -123,6 +128,8 @@ def run(run: EmpoRun, *, steps: int | None = None, fresh: bool = False, progress
     spec = run.spec
     batch_geometry(spec)  # fail on an impossible batch before any process starts
     storage = open_run_storage(spec.storage, run.namespace, run.name)
+    latest = None if fresh else storage.checkpoints.latest()
+    _trim_metrics(storage, latest.step if latest else 0)
     examples = load_examples(spec.dataset, spec.prompt)
     max_steps = steps or total_steps(spec, len(examples))
     plan = plan_placement(spec)
@@ -149,11 +156,9 @@ def run(run: EmpoRun, *, steps: int | None = None, fresh: bool = False, progress
     learner = placed(LearnerActor, plan.learner_bundles, 0).remote(
         spec_json, run.namespace, run.name, examples, str(_work_dir(run)), events, samplers,
         threads if local else None)
-    if fresh and storage.exists("metrics.jsonl"):
-        storage.delete("metrics.jsonl")  # a fresh start must not mix in the old run's curves
 
     reporter = _reporter()
-    bar = _Progress(max_steps, 0, progress)
+    bar = _Progress(max_steps, latest.step if latest else 0, progress)
     summary = RunSummary(run.name, run.namespace, storage.uri, 0, max_steps, None, None, None, 0.0)
     done = learner.train.remote(max_steps, fresh)
 
@@ -199,6 +204,15 @@ def run(run: EmpoRun, *, steps: int | None = None, fresh: bool = False, progress
     summary.seconds = time.perf_counter() - started
     _write_report(storage)
     return summary
+
+
+def _trim_metrics(storage, keep_through_step: int) -> None:
+    """Drop metrics lines past the step we (re)start from: an attempt killed after its last
+    checkpoint logged steps that the resumed attempt will run, and log, again."""
+    records = storage.read_metrics()
+    kept = [r for r in records if r.get("step", 0) <= keep_through_step]
+    if len(kept) != len(records):
+        storage.write_bytes("metrics.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept).encode())
 
 
 def _status_progress(record: dict[str, Any], total: int) -> dict[str, Any]:

@@ -1,0 +1,71 @@
+"""Remote sampler actors get the learner's weights through the Ray object store, or the run fails."""
+
+import time
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from empo_api.models import EmpoRunSpec
+from empo_trainer import model_source
+from empo_trainer.actors import SamplerActor
+from empo_trainer.learner import RolloutEngine
+from empo_trainer.sampling import SamplingParams
+from empo_trainer.sampling.transformers_backend import TransformersSampler
+
+SPEC = EmpoRunSpec.model_validate({
+    "model": {"source": "bundled:tiny-random", "dtype": "float32"}, "dataset": {"uri": "x.jsonl"},
+    "algorithm": {"numGenerations": 2, "maxCompletionLength": 8, "promptsPerStep": 2},
+    "sampler": {"backend": "transformers", "replicas": 1, "gpusPerReplica": 0},
+})
+PROMPTS = [[{"role": "user", "content": "What is 2 + 2?"}], [{"role": "user", "content": "Name a colour."}]]
+GREEDY = SamplingParams(n=1, temperature=0.0, max_new_tokens=8)
+
+
+@pytest.fixture(scope="module")
+def ray_local():
+    import ray
+
+    ray.init(num_cpus=2, include_dashboard=False, configure_logging=False, _node_ip_address="127.0.0.1")
+    yield ray
+    ray.shutdown()  # stops the GCS, raylet and workers this fixture started
+
+
+def _trainer(model, step):
+    return SimpleNamespace(model=model, state=SimpleNamespace(global_step=step))
+
+
+def test_sync_makes_the_remote_sampler_generate_like_the_learner(ray_local):
+    path = model_source.resolve(model_source.BUNDLED_TINY)
+    learner_model = model_source.load_causal_lm(path)
+    with torch.no_grad():  # a different policy than the one the sampler loaded
+        for p in learner_model.parameters():
+            p.add_(torch.randn_like(p) * 0.5)
+    tokenizer = model_source.load_tokenizer(path)
+    expected = [g.completion_ids for g in TransformersSampler.from_model(learner_model, tokenizer).generate(PROMPTS, GREEDY)]
+
+    remote = ray_local.remote(num_cpus=0)(SamplerActor).remote(SPEC.model_dump_json(by_alias=True))
+    before = [g.completion_ids for g in ray_local.get(remote.generate.remote(PROMPTS, GREEDY))]
+    assert before != expected
+
+    engine = RolloutEngine(SPEC, remote_samplers=[remote])
+    engine.sync(_trainer(learner_model, 1))
+    after = [g.completion_ids for g in ray_local.get(remote.generate.remote(PROMPTS, GREEDY))]
+    assert after == expected
+    assert engine.stats.sync_seconds > 0
+
+
+class SlowSampler:
+    def load_weights(self, state_dict):
+        time.sleep(30)
+
+
+def test_a_hung_sync_fails_the_attempt_instead_of_hanging(ray_local):
+    slow = ray_local.remote(num_cpus=0)(SlowSampler).remote()
+    engine = RolloutEngine(SPEC, remote_samplers=[slow], sync_timeout=1.0)
+    model = torch.nn.Linear(2, 2)
+    started = time.monotonic()
+    with pytest.raises(RuntimeError, match="weight sync .* took longer than 1s"):
+        engine.sync(_trainer(model, 3))
+    assert time.monotonic() - started < 20
+    ray_local.kill(slow)
