@@ -44,3 +44,13 @@ def test_choice_pairs(matcher, completion, gold, correct):
                                             ("K", None)])
 def test_choice_letter(answer, letter):
     assert choice_letter(answer) == letter
+
+
+@pytest.mark.parametrize("a, b", [("0.5", "\\frac{1}{2}"), ("1000", "1001"), ("x^2+1", "1+x^{2}"), ("(1,2)", "(1, 2.0)"),
+                                  ("\\sqrt{2}/2", "\\frac{\\sqrt{2}}{2}"), ("dog", "god"), ("5 cm", "5")])
+def test_grader_agrees_with_the_reward_engine(matcher, a, b):
+    # Evaluation and training must agree on what "the same answer" is.
+    from empo_trainer.rewards.math_equivalence import MathEquivalence
+
+    assert matcher.equivalent(a, b) == MathEquivalence().equivalent(a, b)
+    assert matcher.extract(f"so \\boxed{{{a}}}") == a

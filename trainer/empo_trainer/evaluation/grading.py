@@ -32,15 +32,17 @@ class FunctionMatcher:
         return self.equivalent_fn(a, b)
 
 
-def default_matcher() -> AnswerMatcher:
-    """The reward engine's extraction and math equivalence (an interim copy until it lands)."""
+def default_matcher(timeout_s: float = 2.0) -> AnswerMatcher:
+    """The reward engine's extraction (last \\boxed{}, no fallbacks) and math equivalence (canonical
+    strings, numbers within 2e-3, then math-verify with a per-call timeout in a worker process)."""
     try:
         from ..rewards.extraction import extract_answer
-        from ..rewards.equivalence import answers_equivalent
-    except ImportError:
-        from .interim_matcher import equivalent as answers_equivalent
-        from .interim_matcher import extract_boxed as extract_answer
-    return FunctionMatcher(extract_answer, answers_equivalent)
+        from ..rewards.math_equivalence import MathEquivalence
+    except ImportError:  # only while the reward engine is not in this checkout
+        from .interim_matcher import equivalent, extract_boxed
+
+        return FunctionMatcher(extract_boxed, equivalent)
+    return FunctionMatcher(extract_answer, MathEquivalence(timeout_s=timeout_s).equivalent)
 
 
 # A letter answer as models write it: "C", "(C)", "C.", "\text{C}", "C) 42", "Option C".
