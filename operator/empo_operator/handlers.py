@@ -103,13 +103,12 @@ async def reconcile_run(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_
         await asyncio.to_thread(kube.create, child)
     if attempt:  # resumed during a restart's backoff: the failed attempt goes, the next one starts
         await asyncio.to_thread(kube.delete, *RAYJOB, run.namespace, builders.rayjob_name(run.name, attempt - 1))
-    rayjob, created = await asyncio.to_thread(kube.create, children[-1])
+    _, created = await asyncio.to_thread(kube.create, children[-1])
     if created:
         metrics.RAYJOBS_CREATED.inc()
-    upd = next_status(status, _observation(body, rayjob, children[-1]["metadata"]["name"]), now())
-    if lifecycle.status_changed(status, upd.patch):
-        patch.status.update(upd.patch)
-        _post(body, upd.events)
+    # No status write here: the RayJob's watch event (ADDED now, or the initial listing after an
+    # operator restart) reaches rayjob_changed, the one writer of the mirrored status. A second
+    # writer here could land its older view after a fast failure and undo a restart.
 
 
 @kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
@@ -117,10 +116,11 @@ async def reconcile_run(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_
 async def spec_changed(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
     settings: Settings = memo.settings
     kube: Kube = memo.kube
-    status = dict(body.get("status") or {})
+    name, namespace = body.meta["name"], body.meta["namespace"]
+    # The status as it is now (the event's copy may predate a restart that rayjob_changed wrote).
+    status = dict(((await asyncio.to_thread(kube.get, *EMPORUN, namespace, name)) or body).get("status") or {})
     if status.get("phase") in TERMINAL:
         return
-    name, namespace = body.meta["name"], body.meta["namespace"]
     rayjob_name = status.get("rayJobName") or builders.rayjob_name(name, int(status.get("restarts", 0)))
     run, problem = lifecycle.validate_run(body, settings)
     if run is not None:
@@ -132,16 +132,18 @@ async def spec_changed(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_:
         # reaches KubeRay; the rest applies from the next attempt on.
         cm_patch = {"data": builders.build_configmap(run, settings)["data"]}
         await asyncio.to_thread(kube.patch, "v1", "configmaps", namespace, builders.config_name(name), cm_patch)
-        if rayjob is not None and bool((rayjob.get("spec") or {}).get("suspend", False)) != run.spec.suspend:
-            rayjob = await asyncio.to_thread(kube.patch, *RAYJOB, namespace, rayjob_name,
-                                             {"spec": {"suspend": run.spec.suspend}}) or rayjob
     obs = _observation(body, rayjob, rayjob_name, problem=problem)
     if problem is None:
         obs = dataclasses.replace(obs, problem=None)  # an accepted spec clears an earlier refusal
     upd = next_status(status, obs, now())
     if lifecycle.status_changed(status, upd.patch):
-        patch.status.update(upd.patch)
+        # Written now, not through kopf's deferred patch: the RayJob event our suspend patch
+        # causes reads the run next and must see this (e.g. a Stalled refusal) already.
+        await asyncio.to_thread(kube.patch, *EMPORUN, namespace, name, {"status": upd.patch}, "status")
         _post(body, upd.events)
+    if problem is None and run is not None and rayjob is not None \
+            and bool((rayjob.get("spec") or {}).get("suspend", False)) != run.spec.suspend:
+        await asyncio.to_thread(kube.patch, *RAYJOB, namespace, rayjob_name, {"spec": {"suspend": run.spec.suspend}})
 
 
 @kopf.on.event("ray.io", "v1", "rayjobs", labels={builders.LABEL_RUN: kopf.PRESENT})

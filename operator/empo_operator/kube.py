@@ -6,6 +6,7 @@ configured in-cluster, or from KUBECONFIG outside a cluster, the same way kopf l
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -45,17 +46,27 @@ def object_path(api_version: str, plural: str, namespace: str, name: str | None 
     return path
 
 
+def request(api: client.ApiClient, method: str, path: str, body: Any = None, content_type: str | None = None,
+            timeout: tuple[float, float] = REQUEST_TIMEOUT) -> Any:
+    """One API call; the decoded JSON answer, ApiException (with .status) on an HTTP error."""
+    headers = {"Accept": "application/json"}
+    if content_type:
+        headers["Content-Type"] = content_type
+    _, url, headers, body, _ = api.param_serialize(method, path, header_params=headers, body=body,
+                                                    auth_settings=["BearerToken"])
+    resp = api.call_api(method, url, header_params=headers, body=body, _request_timeout=timeout)
+    data = resp.read()
+    if not 200 <= resp.status < 300:
+        raise ApiException(status=resp.status, reason=resp.reason, http_resp=resp)
+    return json.loads(data) if data else None
+
+
 class Kube:
     def __init__(self, api: client.ApiClient | None = None) -> None:
         self.api = api or load_config()
 
     def _call(self, method: str, path: str, body: Any = None, content_type: str | None = None) -> Any:
-        headers = {"Accept": "application/json"}
-        if content_type:
-            headers["Content-Type"] = content_type
-        return self.api.call_api(path, method, header_params=headers, body=body, response_type="object",
-                                 auth_settings=["BearerToken"], _return_http_data_only=True,
-                                 _request_timeout=REQUEST_TIMEOUT)
+        return request(self.api, method, path, body, content_type)
 
     def create(self, obj: dict[str, Any]) -> tuple[dict[str, Any], bool]:
         """Create `obj`; if it exists already, return the existing one. (object, created?)"""
