@@ -1,0 +1,192 @@
+"""Math answer equivalence, high recall and fast.
+
+Order of checks for two answers (EMPO.md, "Math equivalence"):
+1. canonical strings equal (spaces, \\left/\\right, \\dfrac, \\frac12, "x = 3", units, ...);
+   plain numbers canonicalise to a reduced fraction, so 0.5, 1/2 and \\dfrac12 are one string;
+2. both numeric (numbers or tuples/intervals of numbers): equal within relative tolerance 2e-3;
+   this is decisive, no symbolic check follows;
+3. math-verify symbolic equivalence in a worker process with a per-call timeout, cached.
+Clustering hashes canonical forms first, so the symbolic check runs only between distinct forms.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Sequence
+from fractions import Fraction
+
+from .clustering import greedy_clusters_by_key
+from .extraction import strip_wrappers
+from .symbolic import SymbolicChecker, default_checker
+
+RELATIVE_TOLERANCE = 2e-3
+
+_UNITS = {
+    "cm", "mm", "km", "m", "meter", "meters", "metre", "metres", "centimeter", "centimeters", "inch", "inches",
+    "in", "ft", "foot", "feet", "yard", "yards", "mile", "miles", "mph", "kg", "g", "gram", "grams", "lb", "lbs",
+    "pound", "pounds", "ounce", "ounces", "oz", "s", "sec", "second", "seconds", "min", "minute", "minutes",
+    "hour", "hours", "day", "days", "week", "weeks", "month", "months", "year", "years", "degree", "degrees",
+    "radian", "radians", "unit", "units", "dollar", "dollars", "cent", "cents", "percent", "l", "liter", "liters",
+    "ml", "square", "sq", "cubic", "people", "students", "ways", "times", "points",
+}
+_SPACING = re.compile(r"\\[,;:! ]|\\q?quad(?![A-Za-z])|~|\\displaystyle(?![A-Za-z])")
+_SIZING = re.compile(r"\\(?:left|right|[bB]igg?[lr]?)(?![A-Za-z])")
+_DEGREE = re.compile(r"(?:\^\{?\\circ\}?|°|\\degree(?![A-Za-z]))$")
+_PERCENT = re.compile(r"(?:\\%|%)$")
+_ASSIGNMENT = re.compile(r"^(?:[A-Za-z]|\\[A-Za-z]+)(?:_\{?\w+\}?)?=([^=<>]+)$")
+_NUMBER = re.compile(r"^[+-]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][+-]?\d+)?$")
+_FRACTION = re.compile(r"^([+-]?)\\frac\{([+-]?\d+)\}\{([+-]?\d+)\}$")
+_SLASH = re.compile(r"^([+-]?\d+)/([+-]?\d+)$")
+_THOUSANDS = re.compile(r"^[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
+_WORD = re.compile(r"^[A-Za-z]{2,}$")
+
+
+def _trailing_unit(s: str) -> str:
+    """'5 cm' -> '5', '12 square feet' -> '12'; only known unit words after a number (safe to drop)."""
+    m = re.match(r"^(.*?\d)\s*((?:[A-Za-z]+\s*)+)$", s)
+    if m and all(w.lower() in _UNITS for w in m.group(2).split()):
+        return m.group(1)
+    return s
+
+
+def _split_top_level(s: str) -> list[str]:
+    """Split on commas outside (), [], {}."""
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(s):
+        if ch in "([{":
+            depth += 1
+        elif ch in ")]}":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            parts.append(s[start:i])
+            start = i + 1
+    parts.append(s[start:])
+    return parts
+
+
+def _as_fraction(s: str) -> Fraction | None:
+    """Exact value of a plain number, a/b or \\frac{a}{b}; None for anything else."""
+    if _NUMBER.match(s):
+        return Fraction(s)
+    m = _FRACTION.match(s) or _SLASH.match(s)
+    if m:
+        groups = m.groups()
+        sign = -1 if len(groups) == 3 and groups[0] == "-" else 1
+        num, den = int(groups[-2]), int(groups[-1])
+        return None if den == 0 else sign * Fraction(num, den)
+    return None
+
+
+def _fraction_text(value: Fraction) -> str:
+    return str(value.numerator) if value.denominator == 1 else f"{value.numerator}/{value.denominator}"
+
+
+@functools.lru_cache(maxsize=65536)
+def canonicalize(answer: str) -> str:
+    """A normal form in which equal strings mean equivalent answers (never the reverse)."""
+    s = strip_wrappers(answer)
+    s = _SPACING.sub(" ", s)
+    s = _SIZING.sub("", s)
+    s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("∞", "\\infty").replace("\\$", "")
+    s = s.strip().rstrip(".").strip()
+    s = _trailing_unit(s)
+    s = re.sub(r"\s+", "", s)
+    s = _DEGREE.sub("", s)
+    s = _PERCENT.sub("", s)
+    # \frac12 -> \frac{1}{2}, \frac1{x} -> \frac{1}{x}, \frac{x}2 -> \frac{x}{2}, \sqrt2 -> \sqrt{2}
+    s = re.sub(r"\\frac(\d)(\d)", r"\\frac{\1}{\2}", s)
+    s = re.sub(r"\\frac(\d)(?=\{)", r"\\frac{\1}", s)
+    s = re.sub(r"\\frac(\{[^{}]*\})(\d)", r"\\frac\1{\2}", s)
+    s = re.sub(r"\\sqrt(\d+)", r"\\sqrt{\1}", s)
+    s = re.sub(r"([\^_])\{(\w)\}", r"\1\2", s)  # x^{2} -> x^2
+    s = s.replace("{,}", "")
+    if _THOUSANDS.match(s):
+        s = s.replace(",", "")
+    m = _ASSIGNMENT.match(s)  # "x=3" -> "3"
+    if m:
+        s = m.group(1)
+    m = re.match(r"^\(([A-Ea-e])\)$", s)  # multiple choice "(B)" -> "B"
+    if m:
+        s = m.group(1).upper()
+    if s.startswith("+"):
+        s = s[1:]
+    if len(s) >= 2 and s[0] in "([" and s[-1] in ")]":
+        inner = _split_top_level(s[1:-1])
+        if len(inner) > 1:  # a tuple or interval: canonicalise each element
+            return s[0] + ",".join(canonicalize(p) for p in inner) + s[-1]
+    value = _as_fraction(s)
+    return _fraction_text(value) if value is not None else s
+
+
+def numeric_value(canonical: str) -> Fraction | tuple | None:
+    """A number, or (open, values, close) for a tuple/interval of numbers; None otherwise."""
+    value = _as_fraction(canonical)
+    if value is not None:
+        return value
+    if len(canonical) >= 2 and canonical[0] in "([" and canonical[-1] in ")]":
+        parts = [_as_fraction(p) for p in _split_top_level(canonical[1:-1])]
+        if len(parts) > 1 and all(p is not None for p in parts):
+            return (canonical[0], tuple(parts), canonical[-1])
+    return None
+
+
+def numbers_close(x: Fraction, y: Fraction, rel_tol: float = RELATIVE_TOLERANCE) -> bool:
+    """|x - y| <= rel_tol * max(|x|, |y|); two integers must be equal (1000 and 1001 differ)."""
+    if x == y:
+        return True
+    if x.denominator == 1 and y.denominator == 1:
+        return False
+    return abs(x - y) <= Fraction(rel_tol) * max(abs(x), abs(y))
+
+
+def numeric_equal(u: Fraction | tuple, v: Fraction | tuple) -> bool:
+    if isinstance(u, Fraction) and isinstance(v, Fraction):
+        return numbers_close(u, v)
+    if isinstance(u, tuple) and isinstance(v, tuple):
+        return (u[0], u[2], len(u[1])) == (v[0], v[2], len(v[1])) and all(
+            numbers_close(a, b) for a, b in zip(u[1], v[1]))
+    return False
+
+
+class MathEquivalence:
+    """Equivalence backend for math answers (see the module docstring for the order of checks)."""
+
+    def __init__(self, timeout_s: float = 2.0, checker: SymbolicChecker | None = None) -> None:
+        self.timeout_s = timeout_s
+        self._checker = checker
+        # lru_cache on canonical pairs, per instance (the timeout is part of the answer)
+        self._symbolic = functools.lru_cache(maxsize=65536)(self._symbolic_uncached)
+        self.symbolic_calls = 0
+
+    @property
+    def checker(self) -> SymbolicChecker:
+        if self._checker is None:
+            self._checker = default_checker()
+        return self._checker
+
+    def _symbolic_uncached(self, a: str, b: str) -> bool:
+        self.symbolic_calls += 1
+        return self.checker.equivalent(a, b, self.timeout_s)
+
+    def canonical_equivalent(self, a: str, b: str) -> bool:
+        """Equivalence of two canonical forms."""
+        if a == b:
+            return True
+        u, v = numeric_value(a), numeric_value(b)
+        if u is not None and v is not None:
+            return numeric_equal(u, v)
+        # Plain words compare as strings: sympy would read "dog" and "god" as the same product d*o*g.
+        if _WORD.match(a) or _WORD.match(b):
+            return a.lower() == b.lower()
+        return self._symbolic(*sorted((a, b)))
+
+    def equivalent(self, a: str, b: str) -> bool:
+        return self.canonical_equivalent(canonicalize(a), canonicalize(b))
+
+    def cluster(self, answers: Sequence[str]) -> list[int]:
+        """Cluster ids (0, 1, ... in order of first appearance), greedy against each cluster's first member."""
+        return greedy_clusters_by_key(answers, canonicalize, self.canonical_equivalent)
+
+    def cluster_groups(self, groups: Sequence[Sequence[str]], questions: Sequence[str] | None = None) -> list[list[int]]:
+        return [self.cluster(g) for g in groups]
