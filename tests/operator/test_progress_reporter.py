@@ -1,0 +1,56 @@
+"""The trainer's ProgressReporter: throttled status patches that never break training."""
+
+import socket
+import time
+
+import pytest
+
+from empo_trainer.progress import NullReporter, ProgressReporter
+
+pytestmark = pytest.mark.timeout(60)
+
+
+def test_from_env_outside_a_run_is_a_no_op():
+    reporter = ProgressReporter.from_env({})
+    assert isinstance(reporter, NullReporter)
+    reporter.report({"step": 1})
+    reporter.close()
+
+
+def test_throttled_with_the_last_values_flushed_on_close(api, tiny, kube_emulator):
+    api.create_run({**tiny, "metadata": {"name": "prog"}})
+    reporter = ProgressReporter("prog", api.ns, kubeconfig=str(kube_emulator.kubeconfig), min_interval=30)
+    for step in range(1, 51):
+        reporter.report({"step": step, "totalSteps": 50, "reward": step / 100, "tokens_per_second": 12.5})
+    reporter.checkpoint(50, "runs/default/prog/checkpoints/step-000050")
+    reporter.close()
+    # 30 s between patches: at most the first report at once, then everything newer in the flush on close.
+    assert 1 <= reporter.patches_sent <= 2
+    status = api.status("prog")
+    assert status["progress"]["step"] == 50 and status["progress"]["tokensPerSecond"] == 12.5
+    assert status["stepProgress"] == "50/50" and status["latestCheckpoint"]["step"] == 50
+    assert "phase" not in status  # the reporter writes only its own fields
+
+
+def test_unreachable_api_never_raises_and_is_bounded(caplog):
+    with socket.socket() as s:  # a port nobody listens on
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    reporter = ProgressReporter("x", "default", api_url=f"http://127.0.0.1:{port}", min_interval=0)
+    start = time.monotonic()
+    for step in range(5):
+        reporter.report({"step": step})
+    reporter.eval({"step": 4, "accuracy": {"math500": 0.5}, "average": 0.5})
+    reporter.close(timeout=10)
+    assert time.monotonic() - start < 20
+    assert reporter.patches_sent == 0
+    assert "status patch failed" in caplog.text
+
+
+def test_values_that_do_not_fit_the_status_are_dropped_with_a_warning(caplog):
+    reporter = ProgressReporter("x", "default", api_url="http://127.0.0.1:9", min_interval=3600)
+    reporter.report({"step": -1})
+    reporter.eval({"accuracy": "high"})
+    assert "does not fit status.progress" in caplog.text and "does not fit status.lastEval" in caplog.text
+    assert reporter.flush() is True  # nothing queued
+    reporter.close(timeout=1)

@@ -1,0 +1,34 @@
+"""Operator settings from the environment (the names the Helm chart sets)."""
+
+import pytest
+
+from empo_operator.settings import Settings, SettingsError, from_env
+
+
+@pytest.mark.parametrize("env, expected", [
+    ({}, Settings()),
+    ({"EMPO_NAMESPACES": " a, b ,,", "EMPO_PEERING": "empo"},
+     Settings(namespaces=("a", "b"), peering="empo")),
+    ({"EMPO_TRAINER_IMAGE": "img:1", "EMPO_DEFAULT_STORAGE_URI": "s3://b/p", "EMPO_S3_ENDPOINT": "http://s3:8333",
+      "EMPO_METRICS_PORT": "9090", "EMPO_HEALTH_PORT": "0", "EMPO_LOG_FORMAT": "json"},
+     Settings(trainer_image="img:1", default_storage_uri="s3://b/p", s3_endpoint="http://s3:8333",
+              metrics_port=9090, health_port=0, log_format="json")),
+])
+def test_from_env(env, expected):
+    assert from_env(env) == expected
+
+
+def test_defaults_are_the_documented_ones():
+    s = from_env({})
+    assert (s.metrics_port, s.health_port, s.log_format, s.clusterwide, s.standalone) == (8080, 8081, "plain", True, True)
+
+
+@pytest.mark.parametrize("env, names", [
+    ({"EMPO_METRICS_PORT": "http"}, "EMPO_METRICS_PORT"),
+    ({"EMPO_HEALTH_PORT": "70000"}, "EMPO_HEALTH_PORT"),
+    ({"EMPO_LOG_FORMAT": "xml"}, "EMPO_LOG_FORMAT"),
+    ({"EMPO_RESTART_BACKOFF_SECONDS": "-1"}, "EMPO_RESTART_BACKOFF_SECONDS"),
+])
+def test_bad_values_name_the_variable(env, names):
+    with pytest.raises(SettingsError, match=names):
+        from_env(env)
