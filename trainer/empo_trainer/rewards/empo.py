@@ -56,7 +56,8 @@ def semantic_entropy(cluster_sizes: Sequence[int]) -> float:
 
 def normalized_entropy(entropy: float, group_size: int) -> float:
     """H / ln G in [0, 1]; 0 for G <= 1."""
-    return min(1.0, entropy / math.log(group_size)) if group_size > 1 else 0.0
+    # rounded so that an all-distinct group reads exactly 1.0 (ln G / ln G), not 0.9999999999999998
+    return round(min(1.0, entropy / math.log(group_size)), 12) if group_size > 1 else 0.0
 
 
 def _tokens(text: str) -> list[str]:
