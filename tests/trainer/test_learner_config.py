@@ -61,8 +61,9 @@ def test_group_starts_dedupes_trl_repeats():
 
 def test_step_record_renames_and_times():
     stats = RolloutStats(tokens=100, generation_seconds=4.0, sync_seconds=0.5, batch_digest="abc")
-    record = step_record(3, {"reward": 0.5, "completions/mean_length": 12.0, "note": "x"},
-                         {"semantic_entropy": 0.7}, stats, 5.0)
+    record = step_record(3, {"reward": 0.5, "completions/mean_length": 12.0, "note": "x", "empo/clusters_mean": 2.0},
+                         {"semantic_entropy": 0.7, "step": 2}, stats, 5.0)
     assert record["step"] == 3 and record["reward"] == 0.5 and record["completion_length"] == 12.0
     assert record["semantic_entropy"] == 0.7 and record["tokens_per_second"] == 25.0
     assert record["weight_sync_seconds"] == 0.5 and record["batch_digest"] == "abc" and "note" not in record
+    assert "empo/clusters_mean" not in record

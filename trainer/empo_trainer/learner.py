@@ -200,9 +200,10 @@ def step_record(step: int, logs: dict[str, Any], reward_stats: dict[str, Any], r
     """Pure: one metrics.jsonl line from TRL's logs, the reward's own stats and rollout timing."""
     record: dict[str, Any] = {"step": step}
     for key, value in logs.items():
-        if isinstance(value, (int, float)):
+        # the reward's figures arrive twice (TRL re-logs them as empo/*); keep the direct copy
+        if isinstance(value, (int, float)) and not key.startswith("empo/"):
             record[_RENAMES.get(key, key)] = value
-    record.update(reward_stats)
+    record.update({k: v for k, v in reward_stats.items() if k != "step"})
     record["tokens_per_second"] = round(rollout.tokens_per_second, 3)
     record["generation_seconds"] = round(rollout.generation_seconds, 3)
     record["weight_sync_seconds"] = round(rollout.sync_seconds, 3)
