@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import os
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any, Callable
 
@@ -21,6 +22,8 @@ def _quiet() -> None:
 
     hf_logging.disable_progress_bar()
     hf_logging.set_verbosity_error()
+    # Deprecation notices of pinned libraries (transformers 5 renames) say nothing about the run.
+    warnings.filterwarnings("ignore", category=FutureWarning)
 
 
 def _threads(num_threads: int | None) -> None:
