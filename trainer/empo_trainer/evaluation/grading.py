@@ -35,13 +35,9 @@ class FunctionMatcher:
 def default_matcher(timeout_s: float = 2.0) -> AnswerMatcher:
     """The reward engine's extraction (last \\boxed{}, no fallbacks) and math equivalence (canonical
     strings, numbers within 2e-3, then math-verify with a per-call timeout in a worker process)."""
-    try:
-        from ..rewards.extraction import extract_answer
-        from ..rewards.math_equivalence import MathEquivalence
-    except ImportError:  # only while the reward engine is not in this checkout
-        from .interim_matcher import equivalent, extract_boxed
+    from ..rewards.extraction import extract_answer
+    from ..rewards.math_equivalence import MathEquivalence
 
-        return FunctionMatcher(extract_boxed, equivalent)
     return FunctionMatcher(extract_answer, MathEquivalence(timeout_s=timeout_s).equivalent)
 
 
