@@ -26,6 +26,10 @@ EQUIVALENT = [
     ("\\frac{\\sqrt{2}}{2}", "\\frac{1}{\\sqrt2}"),
     ("2x+1", "1+2x"),
     ("\\text{Monday}", "monday"),
+    ("x = 10,\\!080", "10080"),
+    ("\\begin{pmatrix} -1 & 0 \\\\ 0 & -1 \\end{pmatrix}", "\\begin{pmatrix}-1&0\\\\0&-1\\end{pmatrix}"),
+    ("2\\sqrt{5}", "\\sqrt{20}"),
+    ("-\\frac{\\pi}{6}", "-0.5236"),
 ]
 DIFFERENT = [
     ("1000", "1001"),  # integers never match within tolerance
@@ -35,7 +39,20 @@ DIFFERENT = [
     ("\\frac{\\sqrt{3}}{2}", "\\frac{1}{2}"),
     ("dog", "god"),  # sympy would read both as d*o*g
     ("x+1", "x+2"),
+    ("2\\sqrt{5}", "5"),  # closed-form constants compare by value, without sympy
+    ("6+9i", "6"),
+    ("(3,4)", "7"),
+    ("x^2+1", "2"),
+    ("\\pi i", "\\pi"),
 ]
+
+
+@pytest.mark.parametrize("a, b", [("2\\sqrt{5}", "5"), ("6+9i", "9901"), ("(5,\\infty)", "4"), ("3R^2", "42"),
+                                  ("\\begin{pmatrix}1\\\\2\\end{pmatrix}", "3"), ("2516_8", "5")])
+def test_answers_of_different_shapes_skip_the_symbolic_check(a, b):
+    eq = MathEquivalence(checker=SymbolicChecker(max_workers=1))
+    assert not eq.equivalent(a, b) and eq.symbolic_calls == 0
+
 
 
 @pytest.mark.parametrize("a, b", EQUIVALENT)

@@ -11,13 +11,15 @@ Clustering hashes canonical forms first, so the symbolic check runs only between
 
 from __future__ import annotations
 
+import ast
 import functools
+import math
 import re
 from collections.abc import Sequence
 from fractions import Fraction
 
 from .clustering import greedy_clusters_by_key
-from .extraction import strip_wrappers
+from .extraction import matching_brace, strip_wrappers
 from .symbolic import SymbolicChecker, default_checker
 
 RELATIVE_TOLERANCE = 2e-3
@@ -30,7 +32,7 @@ _UNITS = {
     "radian", "radians", "unit", "units", "dollar", "dollars", "cent", "cents", "percent", "l", "liter", "liters",
     "ml", "square", "sq", "cubic", "people", "students", "ways", "times", "points",
 }
-_SPACING = re.compile(r"\\[,;:! ]|\\q?quad(?![A-Za-z])|~|\\displaystyle(?![A-Za-z])")
+_SPACING = re.compile(r"(?<!\\)\\[,;:! ]|\\q?quad(?![A-Za-z])|~|\\displaystyle(?![A-Za-z])")
 _SIZING = re.compile(r"\\(?:left|right|[bB]igg?[lr]?)(?![A-Za-z])")
 _DEGREE = re.compile(r"(?:\^\{?\\circ\}?|°|\\degree(?![A-Za-z]))$")
 _PERCENT = re.compile(r"(?:\\%|%)$")
@@ -91,7 +93,8 @@ def canonicalize(answer: str) -> str:
     s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("∞", "\\infty").replace("\\$", "")
     s = s.strip().rstrip(".").strip()
     s = _trailing_unit(s)
-    s = re.sub(r"\s+", "", s)
+    s = re.sub(r"(\\[A-Za-z]+)\s+(?=[A-Za-z])", "\\1\x00", s)  # "\pi i" must not become "\pii"
+    s = re.sub(r"\s+", "", s).replace("\x00", " ")
     s = _DEGREE.sub("", s)
     s = _PERCENT.sub("", s)
     # \frac12 -> \frac{1}{2}, \frac1{x} -> \frac{1}{x}, \frac{x}2 -> \frac{x}{2}, \sqrt2 -> \sqrt{2}
@@ -101,11 +104,11 @@ def canonicalize(answer: str) -> str:
     s = re.sub(r"\\sqrt(\d+)", r"\\sqrt{\1}", s)
     s = re.sub(r"([\^_])\{(\w)\}", r"\1\2", s)  # x^{2} -> x^2
     s = s.replace("{,}", "")
-    if _THOUSANDS.match(s):
-        s = s.replace(",", "")
     m = _ASSIGNMENT.match(s)  # "x=3" -> "3"
     if m:
         s = m.group(1)
+    if _THOUSANDS.match(s):
+        s = s.replace(",", "")
     m = re.match(r"^\(([A-Ea-e])\)$", s)  # multiple choice "(B)" -> "B"
     if m:
         s = m.group(1).upper()
@@ -149,6 +152,118 @@ def numeric_equal(u: Fraction | tuple, v: Fraction | tuple) -> bool:
     return False
 
 
+def _latex_to_python(s: str) -> str | None:
+    """A closed-form constant in LaTeX (numbers, \\frac, \\sqrt, \\pi, + - * / ^) as Python; None otherwise."""
+    out, i = [], 0
+    while i < len(s):
+        for command, template in (("\\frac", "(({})/({}))"), ("\\sqrt", "sqrt({})")):
+            if s.startswith(command + "{", i):
+                args, j = [], i + len(command)
+                for _ in range(template.count("{}")):
+                    if j >= len(s) or s[j] != "{":
+                        return None
+                    end = matching_brace(s, j)
+                    if end is None:
+                        return None
+                    inner = _latex_to_python(s[j + 1:end])
+                    if inner is None:
+                        return None
+                    args.append(inner)
+                    j = end + 1
+                out.append(template.format(*args))
+                i = j
+                break
+        else:
+            if s.startswith("\\pi", i):
+                out.append("pi")
+                i += 3
+            elif s.startswith(("\\cdot", "\\times"), i):
+                out.append("*")
+                i += 5 if s.startswith("\\cdot", i) else 6
+            elif s[i] in "0123456789.+-*/()":
+                out.append(s[i])
+                i += 1
+            elif s[i] == "^":
+                out.append("**")
+                i += 1
+            elif s[i] in "{}":
+                out.append("(" if s[i] == "{" else ")")
+                i += 1
+            else:
+                return None
+    # implicit multiplication: 2sqrt(5), 2pi, )( , 3(
+    return re.sub(r"(?<=[\d.)i])\s*(?=sqrt|pi|\()", "*", "".join(out))
+
+
+_ALLOWED = (ast.Expression, ast.BinOp, ast.UnaryOp, ast.Constant, ast.Name, ast.Call, ast.Add, ast.Sub, ast.Mult,
+            ast.Div, ast.Pow, ast.USub, ast.UAdd, ast.Load)
+
+
+def _evaluate(node) -> float:
+    if isinstance(node, ast.Expression):
+        return _evaluate(node.body)
+    if isinstance(node, ast.Constant):
+        return float(node.value)
+    if isinstance(node, ast.Name):
+        return math.pi
+    if isinstance(node, ast.Call):
+        return math.sqrt(_evaluate(node.args[0]))
+    if isinstance(node, ast.UnaryOp):
+        value = _evaluate(node.operand)
+        return -value if isinstance(node.op, ast.USub) else value
+    left, right = _evaluate(node.left), _evaluate(node.right)
+    op = node.op
+    # floats throughout: 10^{10^{10}} overflows at once instead of building a huge integer
+    return left + right if isinstance(op, ast.Add) else left - right if isinstance(op, ast.Sub) else \
+        left * right if isinstance(op, ast.Mult) else left / right if isinstance(op, ast.Div) else left ** right
+
+
+@functools.lru_cache(maxsize=65536)
+def constant_value(canonical: str) -> float | None:
+    """The value of a closed-form real constant (2\\sqrt{5}, \\frac{\\pi}{6}), or None."""
+    code = _latex_to_python(canonical)
+    if not code:
+        return None
+    try:
+        tree = ast.parse(code, mode="eval")
+        if not all(isinstance(n, _ALLOWED) for n in ast.walk(tree)):
+            return None
+        if any(isinstance(n, ast.Name) and n.id not in ("pi", "sqrt") for n in ast.walk(tree)) or any(
+                isinstance(n, ast.Call) and (getattr(n.func, "id", None) != "sqrt" or len(n.args) != 1)
+                for n in ast.walk(tree)):
+            return None
+        value = _evaluate(tree)
+    except (SyntaxError, ValueError, ZeroDivisionError, OverflowError, TypeError, RecursionError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def answer_kind(canonical: str) -> str:
+    """Coarse shape of an answer; answers of different shapes are never equivalent."""
+    if "\\begin{" in canonical:
+        return "matrix"
+    if "\\cup" in canonical or "\\cap" in canonical:
+        return "union"
+    if canonical.startswith("\\{"):
+        return "set"
+    if "=" in canonical or "<" in canonical or ">" in canonical or "\\le" in canonical or "\\ge" in canonical:
+        return "relation"
+    if len(canonical) >= 2 and canonical[0] in "([" and canonical[-1] in ")]" and len(_split_top_level(canonical[1:-1])) > 1:
+        return "tuple"
+    if "," in canonical and len(_split_top_level(canonical)) > 1:
+        return "list"
+    if re.fullmatch(r"[0-9A-Za-z]+_\{?\d+\}?", canonical):
+        return "base"  # 2516_8: a numeral in base 8
+    if re.search(r"(?<![A-Za-z\\])i(?![A-Za-z])", canonical):
+        return "complex"  # 6+9i never equals a real answer
+    return "scalar"
+
+
+def _has_free_variable(canonical: str) -> bool:
+    """Letters outside LaTeX commands, other than the constants e and i."""
+    return bool(re.search(r"[A-DF-HJ-Za-df-hj-z]", re.sub(r"\\[A-Za-z]+", "", canonical)))
+
+
 class MathEquivalence:
     """Equivalence backend for math answers (see the module docstring for the order of checks)."""
 
@@ -176,6 +291,13 @@ class MathEquivalence:
         u, v = numeric_value(a), numeric_value(b)
         if u is not None and v is not None:
             return numeric_equal(u, v)
+        if answer_kind(a) != answer_kind(b):
+            return False
+        x, y = constant_value(a), constant_value(b)
+        if x is not None and y is not None:  # closed-form constants: compare their values
+            return x == y or abs(x - y) <= RELATIVE_TOLERANCE * max(abs(x), abs(y))
+        if (x is not None and _has_free_variable(b)) or (y is not None and _has_free_variable(a)):
+            return False  # a number never equals an expression in a variable
         # Plain words compare as strings: sympy would read "dog" and "god" as the same product d*o*g.
         if _WORD.match(a) or _WORD.match(b):
             return a.lower() == b.lower()
