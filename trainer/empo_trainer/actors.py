@@ -105,7 +105,7 @@ class LearnerActor:
                 engine.sync(self.trainer)
                 sampler = _RemoteSampler(self.samplers[0])
             report = run_eval(sampler, spec.eval.benchmarks, spec.eval, spec.prompt, progress=False)
-            storage.write_json(f"eval/step-{step:06d}.json", report.to_json())
+            storage.write_json(f"eval/step-{step:06d}.json", report.to_json(step=step))
             return report.to_status(step)
 
         return evaluate
