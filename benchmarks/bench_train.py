@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 RESULTS = REPO / "benchmarks" / "results"
 
 
-def _spec(model: str, prompts: int, generations: int, tokens: int):
+def _spec(model: str, prompts: int, generations: int, tokens: int, gpu: bool = False):
     from empo_api.models import EmpoRunSpec
 
     return EmpoRunSpec.model_validate({
@@ -37,12 +37,14 @@ def _spec(model: str, prompts: int, generations: int, tokens: int):
         "algorithm": {"numGenerations": generations, "promptsPerStep": prompts, "maxCompletionLength": tokens,
                       "maxPromptLength": 256, "learningRate": 1e-6, "temperature": 0.9},
         "sampler": {"backend": "transformers", "gpusPerReplica": 0},
-        "learner": {"gpusPerReplica": 0, "precision": "fp32", "gradientCheckpointing": False},
+        "learner": {"gpusPerReplica": 1 if gpu else 0, "precision": "bf16" if gpu else "fp32",
+                    "gradientCheckpointing": False},
         "storage": {"checkpointEvery": 100000},
     })
 
 
-def run_variant(variant: str, model: str, steps: int, prompts: int, generations: int, tokens: int) -> dict:
+def run_variant(variant: str, model: str, steps: int, prompts: int, generations: int, tokens: int,
+                gpu: bool = False) -> dict:
     import torch
     from datasets import Dataset
     from transformers import TrainerCallback
@@ -56,13 +58,13 @@ def run_variant(variant: str, model: str, steps: int, prompts: int, generations:
 
     os.environ["TRL_EXPERIMENTAL_SILENCE"] = "1"
     torch.manual_seed(0)
-    spec = _spec(model, prompts, generations, tokens)
+    spec = _spec(model, prompts, generations, tokens, gpu)
     path = model_source.resolve(model)
     tokenizer = model_source.load_tokenizer(path)
-    policy = model_source.load_causal_lm(path, "float32")
+    policy = model_source.load_causal_lm(path, "bfloat16" if gpu else "float32")
     examples = load_examples(spec.dataset, spec.prompt)
     out = f"/tmp/empo-bench-train-{variant}"
-    config = GRPOConfig(**grpo_config_kwargs(spec, out, max_steps=steps + 1, use_cpu=True) | {"save_strategy": "no"})
+    config = GRPOConfig(**grpo_config_kwargs(spec, out, max_steps=steps + 1, use_cpu=not gpu) | {"save_strategy": "no"})
 
     times, tokens_seen = [], []
 
@@ -102,6 +104,8 @@ def run_variant(variant: str, model: str, steps: int, prompts: int, generations:
         "tokens_per_second": sum(tokens_seen[1:]) / sum(timed) if timed else None,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "steps_timed": len(timed),
+        "device": torch.cuda.get_device_name() if gpu else "cpu",
+        "peak_gpu_mib": torch.cuda.max_memory_allocated() / 2**20 if gpu else None,
     }
 
 
@@ -112,17 +116,19 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=4)
     parser.add_argument("--generations", type=int, default=4)
     parser.add_argument("--tokens", type=int, default=64)
+    parser.add_argument("--gpu", action="store_true", help="learn and sample on the GPU in bf16 (the device check)")
     parser.add_argument("--variant", choices=["trl", "empo"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     shape = dict(model=args.model, steps=args.steps, prompts=args.prompts, generations=args.generations,
-                 tokens=args.tokens)
+                 tokens=args.tokens, gpu=args.gpu)
     if args.variant:
         print("RESULT " + json.dumps(run_variant(args.variant, **shape)))
         return
     results = {}
     for variant in ("trl", "empo"):
         proc = subprocess.run([sys.executable, __file__, "--variant", variant] +
-                              [f"--{k}={v}" for k, v in shape.items()], capture_output=True, text=True)
+                              [f"--{k}={v}" for k, v in shape.items() if k != "gpu"] + (["--gpu"] if args.gpu else []),
+                              capture_output=True, text=True)
         line = next((l for l in proc.stdout.splitlines() if l.startswith("RESULT ")), None)
         if line is None:
             raise SystemExit(f"{variant} failed:\n{proc.stderr[-3000:]}")
