@@ -28,6 +28,7 @@ def test_batch_geometry(algorithm, expected):
 @pytest.mark.parametrize("algorithm,field", [
     ({"promptsPerStep": 3, "numGenerations": 3, "gradientAccumulation": 2}, "gradientAccumulation"),
     ({"promptsPerStep": 4, "numGenerations": 4, "learner": {"perDeviceBatchSize": 5}}, "perDeviceBatchSize"),
+    ({"promptsPerStep": 3, "numGenerations": 4, "learner": {"replicas": 2}}, "whole groups"),
 ])
 def test_impossible_batches_name_the_fields(algorithm, field):
     with pytest.raises(SpecError, match=field):

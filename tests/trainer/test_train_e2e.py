@@ -91,3 +91,17 @@ def test_impossible_batch_is_refused_before_anything_starts(tmp_path, empo_env):
     result = empo(["train", spec, "--output", tmp_path / "o", "--no-progress"], empo_env, timeout=300)
     assert result.returncode == 2
     assert "gradientAccumulation" in result.stderr and "Traceback" not in result.stderr
+
+
+def test_two_data_parallel_learners_train_one_model(tmp_path, empo_env):
+    """learner.replicas: 2 starts two learner actors that rendezvous over torch.distributed (gloo
+    on CPU, NCCL on GPUs); rank 0 reports and commits for the run."""
+    out = tmp_path / "out"
+    spec = _tiny(tmp_path, learner={"replicas": 2, "gpusPerReplica": 0, "precision": "fp32",
+                                    "gradientCheckpointing": False})
+    result = empo(["train", spec, "--output", out, "--steps", 2, "--no-progress"], empo_env, timeout=900)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    records = _metrics(out)
+    assert [r["step"] for r in records] == [1, 2]
+    assert all(r["learner_processes"] == 2 for r in records)
+    assert json.loads((out / "default/tiny-smoke/checkpoints/LATEST").read_text())["step"] == 2

@@ -62,7 +62,7 @@ class LearnerActor:
 
     def __init__(self, spec_json: str, namespace: str, name: str, examples: list[dict[str, Any]],
                  work_dir: str, events: Any = None, samplers: list[Any] | None = None,
-                 num_threads: int | None = None):
+                 num_threads: int | None = None, rank: int = 0, world_size: int = 1):
         _threads(num_threads)
         _quiet()
         self.spec = EmpoRunSpec.model_validate_json(spec_json)
@@ -70,11 +70,34 @@ class LearnerActor:
         self.examples = examples
         self.work_dir = Path(work_dir)
         self.events = events
-        self.samplers = samplers or []
+        self.rank, self.world_size = rank, world_size
+        # Each learner feeds from its own share of the sampler engines and syncs only those.
+        self.samplers = list(samplers or [])[rank::world_size]
         self.trainer = None
 
+    def rendezvous_address(self) -> str:
+        """host:port where rank 0 will listen for torch.distributed (called on rank 0 only)."""
+        import socket
+
+        import ray
+
+        host = ray.util.get_node_ip_address()
+        with socket.socket() as sock:
+            sock.bind((host, 0))
+            return f"{host}:{sock.getsockname()[1]}"
+
+    def join(self, address: str) -> bool:
+        # accelerate (under HF Trainer) initialises torch.distributed from these variables: gloo on
+        # CPU, NCCL on GPUs. One learner process per pod, hence LOCAL_RANK 0 off a laptop.
+        host, port = address.rsplit(":", 1)
+        os.environ.update(MASTER_ADDR=host, MASTER_PORT=port, RANK=str(self.rank),
+                          WORLD_SIZE=str(self.world_size), LOCAL_WORLD_SIZE="1",
+                          LOCAL_RANK="0" if os.environ.get("RAY_ADDRESS") else str(self.rank))
+        return True
+
     def _emit(self, event: dict[str, Any]) -> None:
-        if self.events is not None:
+        # Rank 0 speaks for the run: every rank holds the same weights after each all-reduce.
+        if self.events is not None and self.rank == 0:
             self.events.put(event)
 
     def _storage(self):
@@ -148,12 +171,14 @@ class LearnerActor:
             engine.local_sampler = TransformersSampler.from_model(
                 trainer.model, tokenizer, self.spec.algorithm.max_prompt_length)
         evaluator = self._evaluator(storage, engine)
-        trainer.add_callback(make_callback(self._emit, reward_fn, engine, storage.checkpoints.commit,
-                                           evaluator, self.spec.eval.every))
+        lead = self.rank == 0
+        commit = storage.checkpoints.commit if lead else (lambda step, folder: "")
+        trainer.add_callback(make_callback(self._emit, reward_fn, engine, commit,
+                                           evaluator if lead else None, self.spec.eval.every))
         trainer.train(resume_from_checkpoint=resume)
         step = trainer.state.global_step
         final_eval = None
-        if self.spec.eval.at_end and self.spec.eval.benchmarks:
+        if lead and self.spec.eval.at_end and self.spec.eval.benchmarks:
             final_eval = evaluator(step)
             if final_eval:
                 self._emit({"type": "eval", "step": step, "result": final_eval})

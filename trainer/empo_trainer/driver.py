@@ -153,14 +153,19 @@ def run(run: EmpoRun, *, steps: int | None = None, fresh: bool = False, progress
         samplers = [placed(SamplerActor, plan.sampler_bundles, i).remote(spec_json, threads if local else None)
                     for i in range(len(plan.sampler_bundles))]
         ray.get([s.ready.remote() for s in samplers])
-    learner = placed(LearnerActor, plan.learner_bundles, 0).remote(
-        spec_json, run.namespace, run.name, examples, str(_work_dir(run)), events, samplers,
-        threads if local else None)
+    world = len(plan.learner_bundles)
+    learners = [placed(LearnerActor, plan.learner_bundles, rank).remote(
+        spec_json, run.namespace, run.name, examples, str(_work_dir(run) / f"rank-{rank}"), events, samplers,
+        max(1, threads // world) if local else None, rank, world) for rank in range(world)]
+    if world > 1:  # data-parallel learners: torch.distributed rendezvous at rank 0's address
+        address = ray.get(learners[0].rendezvous_address.remote())
+        ray.get([lr.join.remote(address) for lr in learners])
 
     reporter = _reporter()
     bar = _Progress(max_steps, latest.step if latest else 0, progress)
     summary = RunSummary(run.name, run.namespace, storage.uri, 0, max_steps, None, None, None, 0.0)
-    done = learner.train.remote(max_steps, fresh)
+    runs = [lr.train.remote(max_steps, fresh) for lr in learners]
+    done = runs[0]
 
     def drain() -> None:
         while True:
@@ -189,11 +194,13 @@ def run(run: EmpoRun, *, steps: int | None = None, fresh: bool = False, progress
 
     try:
         while True:
-            ready, _ = ray.wait([done], timeout=0.5)
+            ready, _ = ray.wait(runs, num_returns=len(runs), timeout=0.5)
             drain()
-            if ready:
+            if len(ready) == len(runs):
                 result = ray.get(done)
                 break
+            for ref in ready:  # a failed rank would leave the others waiting in a collective
+                ray.get(ref)
         drain()
     finally:
         bar.close()

@@ -48,6 +48,14 @@ def batch_geometry(spec: EmpoRunSpec) -> BatchGeometry:
             f"({a.gradient_accumulation}) x learner.replicas ({learners}) must equal promptsPerStep x "
             f"numGenerations ({total})"
         )
+    if learners > 1 and (per_device * a.gradient_accumulation) % a.num_generations:
+        # Each learner scores its own share of the step; a group split across learners would be
+        # clustered in halves.
+        raise SpecError(
+            f"with {learners} learner replicas each learner's share of a step ({per_device * a.gradient_accumulation} "
+            f"completions) must hold whole groups of numGenerations ({a.num_generations}); change "
+            "algorithm.promptsPerStep so that it is a multiple of learner.replicas"
+        )
     return BatchGeometry(total, per_device, a.gradient_accumulation)
 
 
@@ -230,8 +238,9 @@ def make_callback(emit: Callable[[dict[str, Any]], None], reward_fn: Any, engine
             if not logs or "reward" not in logs:
                 return  # the end-of-training summary log carries no step metrics
             stats = dict(getattr(reward_fn, "last_stats", {}) or {})
-            emit({"type": "step", "record": step_record(state.global_step, logs, stats, engine.stats,
-                                                         time.perf_counter() - self._step_start)})
+            record = step_record(state.global_step, logs, stats, engine.stats, time.perf_counter() - self._step_start)
+            record["learner_processes"] = args.world_size
+            emit({"type": "step", "record": record})
 
         def on_save(self, args, state, control, **kwargs):
             folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
