@@ -41,6 +41,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
     settings.posting.reporting_component = "empo-operator"
     settings.posting.level = logging.WARNING  # only our own kopf.event calls become Events
+    settings.execution.max_workers = 32  # API calls run in threads; many runs reconcile at once
     if "settings" not in memo:
         memo.settings = from_env()
     if "kube" not in memo:
@@ -99,8 +100,8 @@ async def reconcile_run(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_
     attempt = int(status.get("restarts", 0))
     children = builders.build_children(run, settings, attempt)
     kopf.adopt(children, owner=body)
-    for child in children[:-1]:
-        await asyncio.to_thread(kube.create, child)
+    # ConfigMap, ServiceAccount, Role, RoleBinding together; the RayJob once what it uses exists.
+    await asyncio.gather(*(asyncio.to_thread(kube.create, child) for child in children[:-1]))
     if attempt:  # resumed during a restart's backoff: the failed attempt goes, the next one starts
         await asyncio.to_thread(kube.delete, *RAYJOB, run.namespace, builders.rayjob_name(run.name, attempt - 1))
     _, created = await asyncio.to_thread(kube.create, children[-1])

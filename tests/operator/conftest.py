@@ -12,7 +12,8 @@ KUBERAY = REPO / "tests" / "data" / "kuberay"
 
 
 def load_yaml(path: Path) -> dict:
-    return yaml.safe_load(path.read_text())
+    # libyaml when present: KubeRay's CRD is ~10k lines, seconds for the pure-Python loader.
+    return yaml.load(path.read_text(), Loader=getattr(yaml, "CSafeLoader", yaml.SafeLoader))
 
 
 @pytest.fixture(scope="session")

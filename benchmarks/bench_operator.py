@@ -1,0 +1,133 @@
+"""The operator under a burst: N EmpoRuns created at once against the KMock emulator.
+
+    python benchmarks/bench_operator.py              # 200 runs
+    python benchmarks/bench_operator.py --runs 20    # quick run
+
+Measures, per run, the time from the EmpoRun's creation to its RayJob's creation (both stamped by
+the emulator as the requests arrive), the operator process's peak RSS (VmHWM), and the API requests
+the operator made per run until every run shows phase Initializing. Prints the figures and writes
+benchmarks/results/operator.json. The operator (`python -m empo_operator`, a subprocess), the
+emulator and this client share the machine's cores, so latencies are an upper bound.
+"""
+
+from __future__ import annotations
+
+import argparse
+import collections
+import concurrent.futures
+import copy
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from datetime import datetime, timezone
+from pathlib import Path
+
+import yaml
+
+REPO = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(REPO))  # for the emulator and operator launchers the tests use
+
+from tests.operator.conftest import Api, OperatorProcess  # noqa: E402
+from tests.plugins.kmock_server import start_emulator, wait_for  # noqa: E402
+
+RESULTS = REPO / "benchmarks" / "results" / "operator.json"
+NAMESPACE = "bench"
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
+
+
+def peak_rss_mib(pid: int) -> float:
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--runs", type=int, default=200)
+    parser.add_argument("--clients", type=int, default=16, help="parallel creating clients")
+    args = parser.parse_args()
+
+    template = yaml.safe_load((REPO / "examples" / "tiny.yaml").read_text())
+    with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
+        emulator = start_emulator(Path(tmp))
+        op = OperatorProcess(emulator, NAMESPACE, Path(tmp) / "operator.log")
+        try:
+            op.start()
+            api = Api(emulator, NAMESPACE)
+            before = emulator.request_counts()
+            names = [f"bench-{i:04d}" for i in range(args.runs)]
+
+            def create(name: str) -> None:
+                doc = copy.deepcopy(template)
+                doc["metadata"]["name"] = name
+                api.create_run(doc)
+
+            started = time.monotonic()
+            with concurrent.futures.ThreadPoolExecutor(args.clients) as pool:
+                list(pool.map(create, names))
+            def rayjobs_created() -> int:  # cheap: no object copies while the emulator is busy
+                return emulator.call(lambda: sum(k[0] == "rayjobs" for k in emulator.handler.created_at))
+
+            wait_for(lambda: rayjobs_created() >= args.runs, timeout=600, interval=0.5, what="every RayJob")
+            all_rayjobs = time.monotonic() - started
+
+            def initializing() -> int:
+                return sum(res.plural == "emporuns" and not obj.deleted
+                           and (obj.raw.get("status") or {}).get("phase") == "Initializing"
+                           for (res, _, _), obj in list(emulator.handler.objects.items()))
+
+            wait_for(lambda: emulator.call(initializing) >= args.runs, timeout=600, interval=0.5,
+                     what="every run Initializing")
+            settled = time.monotonic() - started
+            created_at = emulator.call(lambda: dict(emulator.handler.created_at))
+            latencies = [created_at[("rayjobs", NAMESPACE, n)] - created_at[("emporuns", NAMESPACE, n)] for n in names]
+            counts = emulator.request_counts() - before
+            counts[("CREATE", "emporuns")] -= args.runs  # the benchmark's own requests
+            operator_requests = sum(counts.values())
+            rss = peak_rss_mib(op.proc.pid)
+        finally:
+            op.stop()
+            emulator._stop()
+            if os.environ.get("BENCH_KEEP_LOG"):
+                print((Path(tmp) / "operator.log").read_text()[-20000:], file=sys.stderr)
+
+    result = {
+        "benchmark": "operator",
+        "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "runs": args.runs,
+        "create_to_rayjob_seconds": {"p50": round(percentile(latencies, 50), 3), "p99": round(percentile(latencies, 99), 3),
+                                     "mean": round(statistics.mean(latencies), 3), "max": round(max(latencies), 3)},
+        "all_rayjobs_seconds": round(all_rayjobs, 2),
+        "all_initializing_seconds": round(settled, 2),
+        "operator_peak_rss_mib": round(rss, 1),
+        "api_requests_per_run": round(operator_requests / args.runs, 2),
+        "api_requests_by_kind": {f"{a} {p}": round(n / args.runs, 2)
+                                 for (a, p), n in sorted(counts.items()) if n > 0},
+    }
+    RESULTS.parent.mkdir(parents=True, exist_ok=True)
+    RESULTS.write_text(json.dumps(result, indent=2) + "\n")
+    lat = result["create_to_rayjob_seconds"]
+    print(f"{args.runs} EmpoRuns created at once ({args.clients} clients)")
+    print(f"  create -> RayJob created   p50 {lat['p50']:.3f}s  p99 {lat['p99']:.3f}s  max {lat['max']:.3f}s")
+    print(f"  all RayJobs after {result['all_rayjobs_seconds']}s, all Initializing after {result['all_initializing_seconds']}s")
+    print(f"  operator peak RSS          {result['operator_peak_rss_mib']} MiB")
+    print(f"  API requests per run       {result['api_requests_per_run']}")
+    for kind, n in result["api_requests_by_kind"].items():
+        print(f"    {kind:<28} {n}")
+    print(f"wrote {RESULTS.relative_to(REPO)}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
