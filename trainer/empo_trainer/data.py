@@ -6,14 +6,12 @@ exists only for monitoring (and the supervised `gold` baseline), never for the E
 
 from __future__ import annotations
 
-import io
-import json
 import random
-from pathlib import Path
 from typing import Any
 
 from empo_api.models import DatasetSpec, PromptSpec
 
+from . import sources
 from .sampling.chat import build_messages
 
 
@@ -35,56 +33,19 @@ def get_field(row: dict[str, Any], path: str) -> Any:
 
 
 def _format(spec: DatasetSpec) -> str:
-    if spec.format:
-        return spec.format
-    name = spec.uri.lower()
-    if name.endswith(".parquet"):
-        return "parquet"
-    if name.endswith((".jsonl", ".json")):
-        return "jsonl"
-    raise DatasetError(f"spec.dataset.format: cannot infer the format of {spec.uri!r}; set jsonl or parquet")
-
-
-def _parse(data: bytes, fmt: str, uri: str) -> list[dict[str, Any]]:
-    if fmt == "parquet":
-        import pyarrow.parquet as pq
-
-        return pq.read_table(io.BytesIO(data)).to_pylist()
-    rows = []
-    for n, line in enumerate(data.decode("utf-8").splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise DatasetError(f"spec.dataset.uri {uri!r}: line {n} is not JSON: {exc.msg}") from None
-    return rows
+    fmt = spec.format or sources.format_of(spec.uri)
+    if fmt is None:
+        raise DatasetError(f"spec.dataset.format: cannot infer the format of {spec.uri!r}; set jsonl or parquet")
+    return fmt
 
 
 def _read_rows(spec: DatasetSpec) -> list[dict[str, Any]]:
-    uri = spec.uri
-    if uri.startswith("hf://"):
-        import datasets
-
-        try:
-            return list(datasets.load_dataset(uri[len("hf://"):], split=spec.split))
-        except Exception as exc:  # offline, missing, private: one clear message
-            raise DatasetError(f"spec.dataset.uri {uri!r}: cannot load the Hugging Face dataset: {exc}") from exc
-    if uri.startswith("s3://"):
-        import os
-
-        import boto3
-
-        bucket, _, key = uri[len("s3://"):].partition("/")
-        client = boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)
-        try:
-            data = client.get_object(Bucket=bucket, Key=key)["Body"].read()
-        except Exception as exc:
-            raise DatasetError(f"spec.dataset.uri {uri!r}: cannot read: {exc}") from exc
-        return _parse(data, _format(spec), uri)
-    path = Path(uri).expanduser()
-    if not path.is_file():
-        raise DatasetError(f"spec.dataset.uri {uri!r}: no such file")
-    return _parse(path.read_bytes(), _format(spec), uri)
+    try:
+        if spec.uri.startswith("hf://"):
+            return sources.read_hf_rows(spec.uri, spec.split)
+        return sources.parse_rows(sources.read_bytes(spec.uri), _format(spec))
+    except sources.SourceError as exc:
+        raise DatasetError(f"spec.dataset.uri {spec.uri!r}: {exc}") from exc
 
 
 def to_examples(rows: list[dict[str, Any]], spec: DatasetSpec, prompt: PromptSpec) -> list[dict[str, Any]]:

@@ -8,8 +8,6 @@ the gold is written, and what to strip from the question before the run's prompt
 from __future__ import annotations
 
 import hashlib
-import io
-import json
 import os
 import random
 import re
@@ -17,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .. import sources
 from ..data import get_field
 
 # Installed packages find the data next to the source tree; images may point elsewhere.
@@ -133,48 +132,25 @@ def _local_path(uri: str) -> Path:
 
 def parse_rows(data: bytes, uri: str) -> list[dict[str, Any]]:
     """Rows of a .jsonl, .json (a list) or .parquet file."""
-    if uri.endswith(".parquet"):
-        import pyarrow.parquet as pq
-
-        return pq.read_table(io.BytesIO(data)).to_pylist()
-    text = data.decode("utf-8")
-    if uri.endswith(".json") and text.lstrip().startswith("["):
-        return json.loads(text)
-    rows = []
-    for n, line in enumerate(text.splitlines(), 1):
-        if line.strip():
-            try:
-                rows.append(json.loads(line))
-            except json.JSONDecodeError as exc:
-                raise BenchmarkError(f"{uri}: line {n} is not JSON: {exc.msg}") from None
-    return rows
+    try:
+        return sources.parse_rows(data, sources.format_of(uri) or "jsonl")
+    except sources.SourceError as exc:
+        raise BenchmarkError(f"{uri}: {exc}") from None
 
 
 def read_rows(uri: str, split: str = "test") -> list[dict[str, Any]]:
     """Rows of one source, or of several joined with commas (read in order, concatenated)."""
     if "," in uri:
         return [row for part in uri.split(",") for row in read_rows(part.strip(), split)]
-    if uri.startswith("hf://"):
-        import datasets
-
-        try:  # offline: only what is already in the local HF cache
-            return list(datasets.load_dataset(uri[len("hf://"):], split=split))
-        except Exception as exc:
-            raise BenchmarkError(f"{uri}: cannot load the Hugging Face dataset (offline, from the local cache): {exc}") from exc
-    if uri.startswith("s3://"):
-        import boto3
-
-        bucket, _, key = uri[len("s3://"):].partition("/")
-        client = boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)
-        try:
-            data = client.get_object(Bucket=bucket, Key=key)["Body"].read()
-        except Exception as exc:
-            raise BenchmarkError(f"{uri}: cannot read: {exc}") from exc
-        return parse_rows(data, uri)
-    path = _local_path(uri)
-    if not path.is_file():
-        raise BenchmarkError(f"{uri}: no such file (looked in ${DATA_ROOT_ENV}, the current folder and {REPO_ROOT})")
-    return parse_rows(path.read_bytes(), uri)
+    local = None if uri.startswith(("s3://", "hf://")) else _local_path(uri)
+    try:
+        if uri.startswith("hf://"):
+            return sources.read_hf_rows(uri, split)
+        data = sources.read_bytes(uri, local)
+    except sources.SourceError as exc:
+        where = f" (looked in ${DATA_ROOT_ENV}, the current folder and {REPO_ROOT})" if local else ""
+        raise BenchmarkError(f"{uri}: {exc}{where}") from exc
+    return parse_rows(data, uri)
 
 
 # ------------------------------------------------------------------------------------------------
