@@ -27,7 +27,6 @@ import re
 import sys
 import time
 from datetime import datetime, timezone
-from fractions import Fraction
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
