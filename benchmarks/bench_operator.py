@@ -13,7 +13,6 @@ emulator and this client share the machine's cores, so latencies are an upper bo
 from __future__ import annotations
 
 import argparse
-import collections
 import concurrent.futures
 import copy
 import json
