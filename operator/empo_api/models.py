@@ -462,6 +462,10 @@ class EmpoRunSpec(_Model):
             cel("self.algorithm.reward != 'gold' || has(self.dataset.answerField)",
                 "algorithm.reward gold needs dataset.answerField"),
             cel("self.task == oldSelf.task", "spec.task is immutable on a live run; create a new EmpoRun instead"),
+            cel("has(self.learner.perDeviceBatchSize) || (self.algorithm.promptsPerStep * self.algorithm.numGenerations)"
+                " % (self.algorithm.gradientAccumulation * self.learner.replicas) == 0",
+                "algorithm.promptsPerStep x numGenerations must be divisible by "
+                "algorithm.gradientAccumulation x learner.replicas"),
         )
     )
 
@@ -489,7 +493,32 @@ class EmpoRunSpec(_Model):
     def _cross_field(self) -> "EmpoRunSpec":
         if self.algorithm.reward == RewardKind.gold.value and not self.dataset.answer_field:
             raise ValueError("algorithm.reward gold needs dataset.answerField (the gold answers)")
+        self.batch_geometry()
         return self
+
+    def batch_geometry(self) -> tuple[int, int, int]:
+        """(completions per step, per-learner micro-batch, micro-batches per step), or a ValueError
+        naming the fields: promptsPerStep x G completions are split over learners and micro-batches,
+        and each learner must receive whole groups (it scores its own share of the step)."""
+        a, learners = self.algorithm, self.learner.replicas
+        total = a.prompts_per_step * a.num_generations
+        per_device = self.learner.per_device_batch_size
+        if per_device is None:
+            per_device, rest = divmod(total, a.gradient_accumulation * learners)
+            if rest or per_device == 0:
+                raise ValueError(
+                    f"algorithm.promptsPerStep x numGenerations ({total}) must be divisible by "
+                    f"algorithm.gradientAccumulation x learner.replicas ({a.gradient_accumulation} x {learners})")
+        elif per_device * a.gradient_accumulation * learners != total:
+            raise ValueError(
+                f"learner.perDeviceBatchSize ({per_device}) x algorithm.gradientAccumulation ({a.gradient_accumulation})"
+                f" x learner.replicas ({learners}) must equal promptsPerStep x numGenerations ({total})")
+        if learners > 1 and (per_device * a.gradient_accumulation) % a.num_generations:
+            raise ValueError(
+                f"with {learners} learner replicas each learner's share of a step "
+                f"({per_device * a.gradient_accumulation} completions) must hold whole groups of numGenerations "
+                f"({a.num_generations}); make algorithm.promptsPerStep a multiple of learner.replicas")
+        return total, per_device, a.gradient_accumulation
 
     def clustering_method(self) -> str:
         """The effective clustering method (its default depends on the task)."""

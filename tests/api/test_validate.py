@@ -71,6 +71,7 @@ BAD = [
     ("spec.algorithm.reward", "gold", "answerField"),
     ("spec.queueName", "Not_A_Label", "pattern"),
     ("spec.prompt.userTemplate", "no placeholder", "{question}"),
+    ("spec.algorithm.gradientAccumulation", 5, "must be divisible by"),
     ("spec.unknownField", 1, "unknown field"),
     ("metadata.name", "Bad_Name", "pattern"),
 ]

@@ -1,10 +1,11 @@
 """Pure parts of the learner: spec -> GRPOConfig, batch geometry, step records."""
 
 import pytest
+from pydantic import ValidationError
 from trl import GRPOConfig
 
 from empo_api.models import EmpoRunSpec
-from empo_trainer.learner import (RolloutStats, SpecError, _group_starts, batch_geometry, grpo_config_kwargs,
+from empo_trainer.learner import (RolloutStats, _group_starts, batch_geometry, grpo_config_kwargs,
                                   step_record, total_steps)
 
 
@@ -31,8 +32,8 @@ def test_batch_geometry(algorithm, expected):
     ({"promptsPerStep": 3, "numGenerations": 4, "learner": {"replicas": 2}}, "whole groups"),
 ])
 def test_impossible_batches_name_the_fields(algorithm, field):
-    with pytest.raises(SpecError, match=field):
-        batch_geometry(spec(**algorithm))
+    with pytest.raises(ValidationError, match=field):  # refused when the manifest is read
+        spec(**algorithm)
 
 
 def test_total_steps_from_epochs_or_steps():

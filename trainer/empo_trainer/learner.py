@@ -32,31 +32,10 @@ class BatchGeometry:
 
 def batch_geometry(spec: EmpoRunSpec) -> BatchGeometry:
     """promptsPerStep x G completions per optimizer step, split over learners and micro-batches."""
-    a, learners = spec.algorithm, spec.learner.replicas
-    total = a.prompts_per_step * a.num_generations
-    per_device = spec.learner.per_device_batch_size
-    if per_device is None:
-        per_device, rest = divmod(total, a.gradient_accumulation * learners)
-        if rest or per_device == 0:
-            raise SpecError(
-                f"spec.algorithm.promptsPerStep x numGenerations ({total}) must be divisible by "
-                f"algorithm.gradientAccumulation x learner.replicas ({a.gradient_accumulation} x {learners})"
-            )
-    elif per_device * a.gradient_accumulation * learners != total:
-        raise SpecError(
-            f"spec.learner.perDeviceBatchSize ({per_device}) x algorithm.gradientAccumulation "
-            f"({a.gradient_accumulation}) x learner.replicas ({learners}) must equal promptsPerStep x "
-            f"numGenerations ({total})"
-        )
-    if learners > 1 and (per_device * a.gradient_accumulation) % a.num_generations:
-        # Each learner scores its own share of the step; a group split across learners would be
-        # clustered in halves.
-        raise SpecError(
-            f"with {learners} learner replicas each learner's share of a step ({per_device * a.gradient_accumulation} "
-            f"completions) must hold whole groups of numGenerations ({a.num_generations}); change "
-            "algorithm.promptsPerStep so that it is a multiple of learner.replicas"
-        )
-    return BatchGeometry(total, per_device, a.gradient_accumulation)
+    try:
+        return BatchGeometry(*spec.batch_geometry())
+    except ValueError as exc:
+        raise SpecError(f"spec.{exc}") from None
 
 
 def total_steps(spec: EmpoRunSpec, num_prompts: int) -> int:
