@@ -1,0 +1,1 @@
+"""Helpers of benchmarks/experiment_empo_cpu.py: the synthetic task and the run/eval plumbing."""
