@@ -162,3 +162,15 @@ def test_cli_spec_errors_name_the_field(tmp_path):
     spec.write_text("model: {source: x}\ndataset: {uri: d}\nalgorithm: {unanswered: maybe}\n")
     proc = _cli(tmp_path, [{"prompt": "q", "completions": ["a"]}], "--spec", str(spec))
     assert proc.returncode == 2 and "algorithm.unanswered" in proc.stderr
+
+
+def test_truncated_completions_do_not_agree_on_a_restated_number(math_eq):
+    """The CPU experiment's collapse: every sample restates the question and is cut off; the
+    last-number fallback read the question's operand, all samples 'agreed', reward 1 each."""
+    fn = build_reward_function(make_spec(numGenerations=4, answerFallbacks=True), math_eq)
+    completions = ["To find 6 + 1, we can use the"] * 4
+    rewards = fn(prompts=["What is 6 + 1?"] * 4, completions=completions, finished=[False] * 4)
+    assert rewards == [0.0] * 4
+    assert fn.last_stats["unanswered_fraction"] == 1.0
+    finished = fn(prompts=["What is 6 + 1?"] * 4, completions=["6 + 1 = 7"] * 4, finished=[True] * 4)
+    assert finished == [1.0] * 4

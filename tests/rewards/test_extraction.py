@@ -40,3 +40,12 @@ def test_fallbacks_off_by_default():
 def test_last_boxed_keeps_raw_content_and_strip_wrappers_unwraps():
     assert last_boxed("\\boxed{\\text{Monday}}") == "\\text{Monday}"
     assert strip_wrappers("\\textbf{\\mathrm{x}} + 1") == "x + 1"
+
+
+@pytest.mark.parametrize("text, finished, expected", [
+    ("To find 6 + 1, we can use the", False, None),          # cut mid-sentence: no answer, not "1"
+    ("To find 6 + 1, we get \\boxed{7} and", False, "7"),     # a closed box is an answer even when cut
+    ("6 + 1 = 7", True, "7"),
+])
+def test_fallbacks_ignore_completions_cut_at_the_token_limit(text, finished, expected):
+    assert extract_answer(text, fallbacks=True, finished=finished) == expected

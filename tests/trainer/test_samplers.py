@@ -36,6 +36,7 @@ def test_n_samples_per_prompt_with_logprobs_and_eos_trimmed(tiny_sampler):
     assert len(out) == 2
     for gen in out:
         assert len(gen.completion_ids) == len(gen.texts) == len(gen.logprobs) == 3
+        assert gen.finished == [ids[-1] in tiny_sampler.eos_ids for ids in gen.completion_ids]
         for ids, lps in zip(gen.completion_ids, gen.logprobs):
             assert 1 <= len(ids) <= 6 and len(lps) == len(ids)
             assert all(lp <= 0.0 for lp in lps)  # log-probabilities of the sampled tokens

@@ -168,12 +168,15 @@ class RolloutEngine:
         generations = self._generate(unique, params)
         self.stats.generation_seconds = time.perf_counter() - start
         self.stats.tokens = sum(g.num_tokens for g in generations)
-        out: dict[str, list] = {"prompt_ids": [], "completion_ids": [], "logprobs": []}
+        # Extra keys reach the reward functions as columns: `finished` tells the reward which
+        # completions were cut at the token limit.
+        out: dict[str, list] = {"prompt_ids": [], "completion_ids": [], "logprobs": [], "finished": []}
         for g in generations:
-            for ids, logprobs in zip(g.completion_ids, g.logprobs):
+            for ids, logprobs, finished in zip(g.completion_ids, g.logprobs, g.finished):
                 out["prompt_ids"].append(g.prompt_ids)
                 out["completion_ids"].append(ids)
                 out["logprobs"].append(logprobs)
+                out["finished"].append(finished)
         return out
 
 

@@ -67,13 +67,18 @@ class RewardEngine:
             self._equivalence = build_equivalence(self.spec)
         return self._equivalence
 
-    def extract(self, completion: str) -> str | None:
-        return extract_answer(completion, fallbacks=self.fallbacks)
+    def extract(self, completion: str, finished: bool = True) -> str | None:
+        return extract_answer(completion, fallbacks=self.fallbacks, finished=finished)
 
     def score(self, questions: Sequence[str], completion_groups: Sequence[Sequence[str]],
-              golds: Sequence[Any] | None = None) -> list[GroupResult]:
-        """One GroupResult per prompt. golds are used only by the 'gold' reward (and label accuracy)."""
-        answer_groups = [[self.extract(c) for c in group] for group in completion_groups]
+              golds: Sequence[Any] | None = None,
+              finished_groups: Sequence[Sequence[bool]] | None = None) -> list[GroupResult]:
+        """One GroupResult per prompt. golds are used only by the 'gold' reward (and label accuracy);
+        finished_groups marks completions that ended on their own (not cut at the token limit)."""
+        if finished_groups is None:
+            finished_groups = [[True] * len(group) for group in completion_groups]
+        answer_groups = [[self.extract(c, f) for c, f in zip(group, done)]
+                         for group, done in zip(completion_groups, finished_groups)]
         copied_groups = [
             [self.free_form and a is not None and copies_question(a, q) for a in answers]
             for answers, q in zip(answer_groups, questions)

@@ -86,16 +86,19 @@ def strip_wrappers(answer: str) -> str:
     return out
 
 
-def extract_answer(text: str, fallbacks: bool = False) -> str | None:
+def extract_answer(text: str, fallbacks: bool = False, finished: bool = True) -> str | None:
     """The final answer of a completion, or None when it gives none.
 
     fallbacks: also accept "The answer is X" and, failing that, the last number in the text.
+    finished: False for a completion cut off at the token limit. It has no final sentence, so the
+    fallbacks do not apply: its last number is whatever it was saying when cut (often a number
+    restated from the question, which a policy learns to agree on: a reward hack seen on CPU runs).
     """
     boxed = last_boxed(text)
     if boxed is not None:
         answer = strip_wrappers(boxed)
         return answer or None
-    if not fallbacks:
+    if not fallbacks or not finished:
         return None
     matches = _ANSWER_IS.findall(text)
     if matches:

@@ -72,7 +72,9 @@ def build_reward_function(spec: EmpoRunSpec, equivalence: Equivalence | None = N
         texts = [completion_text(c) for c in completions]
         golds_column = kwargs.get("answer")
         golds = [golds_column[g.start] for g in groups] if golds_column is not None else None
-        results = engine.score(questions, [[texts[i] for i in g] for g in groups], golds)
+        finished_column = kwargs.get("finished")  # from our rollout function; absent under TRL's own generation
+        finished = ([[bool(finished_column[i]) for i in g] for g in groups] if finished_column is not None else None)
+        results = engine.score(questions, [[texts[i] for i in g] for g in groups], golds, finished)
         stats = engine.step_stats(results, golds, questions)
         state = kwargs.get("trainer_state")
         if state is not None:

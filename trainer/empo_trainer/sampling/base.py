@@ -31,6 +31,7 @@ class Generation:
     completion_ids: list[list[int]]
     texts: list[str]
     logprobs: list[list[float]] = field(default_factory=list)  # per completion token, as sampled
+    finished: list[bool] = field(default_factory=list)  # ended on EOS, not cut at max_new_tokens
 
     @property
     def num_tokens(self) -> int:

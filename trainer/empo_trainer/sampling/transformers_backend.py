@@ -55,7 +55,7 @@ class TransformersSampler:
         if params.seed is not None:
             torch.manual_seed(params.seed)
         prompt_ids = [render_prompt_ids(self.tokenizer, p, self.max_prompt_length) for p in prompts]
-        results = [Generation(prompt_ids=ids, completion_ids=[], texts=[], logprobs=[]) for ids in prompt_ids]
+        results = [Generation(prompt_ids=ids, completion_ids=[], texts=[], logprobs=[], finished=[]) for ids in prompt_ids]
         per_call = max(1, self.batch_size // max(1, params.n))
         for start in range(0, len(prompt_ids), per_call):
             chunk = prompt_ids[start:start + per_call]
@@ -78,4 +78,5 @@ class TransformersSampler:
                 gen.completion_ids.append(ids)
                 gen.logprobs.append(scores[row, : len(ids)].float().tolist())
                 gen.texts.append(self.tokenizer.decode(ids, skip_special_tokens=True))
+                gen.finished.append(bool(ids) and ids[-1] in self.eos_ids)
         return results

@@ -55,10 +55,11 @@ class VLLMSampler:
         outputs = self.llm.generate([{"prompt_token_ids": ids} for ids in prompt_ids], sp, use_tqdm=False)
         results = []
         for ids, out in zip(prompt_ids, outputs):
-            gen = Generation(prompt_ids=ids, completion_ids=[], texts=[], logprobs=[])
+            gen = Generation(prompt_ids=ids, completion_ids=[], texts=[], logprobs=[], finished=[])
             for c in out.outputs:
                 gen.completion_ids.append(list(c.token_ids))
                 gen.texts.append(c.text)
                 gen.logprobs.append([next(iter(lp.values())).logprob for lp in (c.logprobs or [])])
+                gen.finished.append(c.finish_reason == "stop")
             results.append(gen)
         return results
