@@ -447,7 +447,7 @@ class EvalSpec(_Model):
         max_length=64,
         description="Benchmarks to evaluate (math500, minerva_math, olympiadbench, aime24, amc23, gsm8k, svamp, ...).",
     )
-    every: int = Field(0, ge=0, description="Evaluate every N steps; 0 evaluates only at the end.")
+    every: int = Field(0, ge=0, description="Evaluate every N steps, and the base model before the first; 0 evaluates only at the end.")
     at_end: bool = Field(True, description="Evaluate the final model.")
     decoding: Decoding = Field(Decoding.greedy, description="greedy pass@1 (the paper's) or sampling.")
     temperature: float = Field(0.6, ge=0.0, le=2.0, description="Temperature when decoding is sampling.")

@@ -213,6 +213,16 @@ def make_callback(emit: Callable[[dict[str, Any]], None], reward_fn: Any, engine
         def __init__(self):
             self._step_start = time.perf_counter()
 
+        def on_train_begin(self, args, state, control, **kwargs):
+            # With periodic evals, the untrained policy is the baseline every later eval is read against.
+            if evaluate and eval_every and state.global_step == 0:
+                self._eval(0)
+
+        def _eval(self, step):
+            result = evaluate(step)
+            if result is not None:
+                emit({"type": "eval", "step": step, "result": result})
+
         def on_step_begin(self, args, state, control, **kwargs):
             self._step_start = time.perf_counter()
 
@@ -233,8 +243,6 @@ def make_callback(emit: Callable[[dict[str, Any]], None], reward_fn: Any, engine
             if state.global_step >= state.max_steps:
                 control.should_save = True  # the final model is always checkpointed
             if evaluate and eval_every and state.global_step % eval_every == 0 and state.global_step < state.max_steps:
-                result = evaluate(state.global_step)
-                if result is not None:
-                    emit({"type": "eval", "step": state.global_step, "result": result})
+                self._eval(state.global_step)
 
     return EmpoCallback()

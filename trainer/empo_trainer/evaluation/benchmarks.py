@@ -69,6 +69,8 @@ BENCHMARKS: dict[str, BenchmarkDef] = {d.name: d for d in [
                  ("input",), "target", kind="number", source="MAWPS (singleeq, singleop, addsub, multiarith)"),
     BenchmarkDef("arith-heldout", "data/local/arith-heldout.jsonl", ("question",), "answer", kind="number",
                  source="data/local held-out split of MAWPS, SVAMP, ASDiv"),
+    BenchmarkDef("digits-heldout", "data/local/digits-heldout.jsonl", ("question",), "answer", kind="number",
+                 source="data/local held-out one-digit a + b and a x b (benchmarks/experiment/tasks.py)"),
     # Supplied at a path: `mmlu_pro=PATH`. TIGER-Lab/MMLU-Pro rows: question, options (list), answer (letter).
     BenchmarkDef("mmlu_pro", None, ("question",), "answer", kind="choice", options=("options",), source="MMLU-Pro"),
     # Supplied at a path: `gpqa=PATH`. Idavidrein/gpqa rows: Question, Correct Answer, Incorrect Answer 1-3.
