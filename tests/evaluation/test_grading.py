@@ -54,3 +54,11 @@ def test_grader_agrees_with_the_reward_engine(matcher, a, b):
 
     assert matcher.equivalent(a, b) == MathEquivalence().equivalent(a, b)
     assert matcher.extract(f"so \\boxed{{{a}}}") == a
+
+
+def test_runs_trained_with_answer_fallbacks_are_graded_with_them():
+    from empo_trainer.evaluation.grading import default_matcher, grade
+
+    assert not grade(default_matcher(), "6 + 1 = 7", ["7"], "number").correct  # the paper's: \boxed{} only
+    assert grade(default_matcher(fallbacks=True), "6 + 1 = 7", ["7"], "number").correct
+    assert grade(default_matcher(fallbacks=True), "The answer is 8.", ["7"], "number").extracted == "8"

@@ -127,7 +127,11 @@ class LearnerActor:
             else:  # evaluate the newest weights: sync first
                 engine.sync(self.trainer)
                 sampler = _RemoteSampler(self.samplers[0])
-            report = run_eval(sampler, spec.eval.benchmarks, spec.eval, spec.prompt, progress=False)
+            from .evaluation.grading import default_matcher
+
+            # Grade answers the way training extracts them, so a run is judged on what it learned.
+            matcher = default_matcher(spec.algorithm.clustering.symbolic_timeout_seconds, spec.algorithm.answer_fallbacks)
+            report = run_eval(sampler, spec.eval.benchmarks, spec.eval, spec.prompt, progress=False, matcher=matcher)
             storage.write_json(f"eval/step-{step:06d}.json", report.to_json(step=step))
             return report.to_status(step)
 

@@ -38,6 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--system", default=None, help="system prompt (default: the EMPO paper's; '' for none)")
     parser.add_argument("--user-template", default=None, help="user template with {question} (default: the paper's)")
     parser.add_argument("--out", type=Path, default=None, help="write the results JSON here")
+    parser.add_argument("--answer-fallbacks", action="store_true",
+                        help="also accept 'The answer is X' / the last number (as algorithm.answerFallbacks trains)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -84,6 +86,7 @@ def run(args: argparse.Namespace) -> int:
     from ..model_source import ModelSourceError, resolve
     from .benchmarks import BenchmarkError, parse_benchmark_arg
     from .evaluate import evaluate
+    from .grading import default_matcher
 
     try:
         eval_spec, prompt = build_eval_spec(args), build_prompt_spec(args)
@@ -96,7 +99,8 @@ def run(args: argparse.Namespace) -> int:
     sampler = make_eval_sampler(model_path, args.backend, args.dtype, args.max_prompt_length, args.max_new_tokens)
     try:
         report = evaluate(sampler, eval_spec.benchmarks, eval_spec, prompt, progress=not args.no_progress,
-                          batch_size=args.batch_size, seed=args.seed)
+                          batch_size=args.batch_size, seed=args.seed,
+                          matcher=default_matcher(fallbacks=args.answer_fallbacks))
     except BenchmarkError as exc:
         print(f"empo eval: {exc}", file=sys.stderr)
         return 2

@@ -32,13 +32,16 @@ class FunctionMatcher:
         return self.equivalent_fn(a, b)
 
 
-def default_matcher(timeout_s: float = 2.0) -> AnswerMatcher:
-    """The reward engine's extraction (last \\boxed{}, no fallbacks) and math equivalence (canonical
+def default_matcher(timeout_s: float = 2.0, fallbacks: bool = False) -> AnswerMatcher:
+    """The reward engine's extraction (last \\boxed{}; with `fallbacks`, also "The answer is X" and
+    the last number, as a run with algorithm.answerFallbacks trains) and math equivalence (canonical
     strings, numbers within 2e-3, then math-verify with a per-call timeout in a worker process)."""
+    from functools import partial
+
     from ..rewards.extraction import extract_answer
     from ..rewards.math_equivalence import MathEquivalence
 
-    return FunctionMatcher(extract_answer, MathEquivalence(timeout_s=timeout_s).equivalent)
+    return FunctionMatcher(partial(extract_answer, fallbacks=fallbacks), MathEquivalence(timeout_s=timeout_s).equivalent)
 
 
 # A letter answer as models write it: "C", "(C)", "C.", "\text{C}", "C) 42", "Option C".
