@@ -33,6 +33,7 @@ class RunSummary:
     latest_checkpoint: str | None
     final_eval: dict[str, Any] | None
     seconds: float
+    first_eval: dict[str, Any] | None = None
     last_record: dict[str, Any] = field(default_factory=dict)
 
     def lines(self) -> list[str]:
@@ -49,8 +50,10 @@ class RunSummary:
             out.append(f"  last step:  reward {r.get('reward', float('nan')):.3f}, semantic entropy "
                        f"{r.get('semantic_entropy', float('nan')):.3f}, filtered {r.get('filtered_fraction', 0):.2f}")
         if self.final_eval:
-            acc = ", ".join(f"{k} {v:.3f}" for k, v in self.final_eval.get("accuracy", {}).items())
-            out.append(f"  eval:       {acc} (average {self.final_eval.get('average')})")
+            before = (self.first_eval or {}).get("accuracy", {}) if self.first_eval is not self.final_eval else {}
+            acc = ", ".join(f"{k} {before[k]:.3f} (step {self.first_eval['step']}) -> {v:.3f}" if k in before
+                            else f"{k} {v:.3f}" for k, v in self.final_eval.get("accuracy", {}).items())
+            out.append(f"  eval:       {acc} at step {self.final_eval.get('step')}")
         return out
 
 
@@ -186,6 +189,7 @@ def run(run: EmpoRun, *, steps: int | None = None, fresh: bool = False, progress
                 if reporter:
                     reporter.checkpoint(event["step"], event["uri"])
             elif kind == "eval":
+                summary.first_eval = summary.first_eval or event["result"]
                 if reporter:
                     reporter.eval(event["result"])
             elif kind == "resumed":
