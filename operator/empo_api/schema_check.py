@@ -16,6 +16,8 @@ import jsonschema
 
 @dataclass(frozen=True)
 class SchemaError:
+    """One problem with one field: `spec.algorithm.numGenerations: ...` (also the models' errors)."""
+
     path: str
     message: str
 
@@ -56,7 +58,8 @@ def crd_schema(crd: dict[str, Any], version: str | None = None) -> dict[str, Any
     return copy.deepcopy(chosen["schema"]["openAPIV3Schema"])
 
 
-def _path(parts: Any) -> str:
+def field_path(parts: Any) -> str:
+    """spec.items[0].name from ('spec', 'items', 0, 'name')."""
     out = ""
     for p in parts:
         out += f"[{p}]" if isinstance(p, int) else (f".{p}" if out else str(p))
@@ -79,11 +82,11 @@ def check(obj: dict[str, Any], openapi: dict[str, Any]) -> list[SchemaError]:
         path = list(err.absolute_path)
         if err.validator == "additionalProperties":
             for extra in sorted(set(err.instance) - set(err.schema.get("properties", {}))):
-                errors.append(SchemaError(_path(path + [extra]), "unknown field"))
+                errors.append(SchemaError(field_path(path + [extra]), "unknown field"))
             continue
         if err.validator == "required":
             missing = err.message.split("'")[1] if "'" in err.message else err.message
-            errors.append(SchemaError(_path(path + [missing]), "required field is missing"))
+            errors.append(SchemaError(field_path(path + [missing]), "required field is missing"))
             continue
-        errors.append(SchemaError(_path(path), _message(err)))
+        errors.append(SchemaError(field_path(path), _message(err)))
     return errors

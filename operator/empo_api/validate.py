@@ -9,9 +9,8 @@ from __future__ import annotations
 import argparse
 import re
 import sys
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import yaml
 from pydantic import ValidationError
@@ -21,20 +20,7 @@ from .crd import openapi_schema
 from .models import API_VERSION, KIND, EmpoRun
 
 
-@dataclass(frozen=True)
-class FieldError:
-    path: str
-    message: str
-
-    def __str__(self) -> str:
-        return f"{self.path or '<root>'}: {self.message}"
-
-
-def _loc(loc: Iterable[Any]) -> str:
-    out = ""
-    for part in loc:
-        out += f"[{part}]" if isinstance(part, int) else (f".{part}" if out else str(part))
-    return out
+FieldError = schema_check.SchemaError
 
 
 def model_errors(exc: ValidationError) -> list[FieldError]:
@@ -50,7 +36,7 @@ def model_errors(exc: ValidationError) -> list[FieldError]:
         elif "input" in err and err["type"] not in ("model_type",) and not isinstance(err["input"], (dict, list)) \
                 and repr(err["input"]) not in msg:
             msg = f"{msg} (got {err['input']!r})"
-        errors.append(FieldError(_loc(loc), msg))
+        errors.append(FieldError(schema_check.field_path(loc), msg))
     return errors
 
 
@@ -72,7 +58,7 @@ def validate_manifest(doc: Any) -> list[FieldError]:
     for e in schema_check.check(doc, openapi_schema()):
         # The model already explained this field (usually better); report schema-only findings.
         if not any(e.path == p or e.path.startswith(p + ".") or e.path.startswith(p + "[") for p in seen):
-            errors.append(FieldError(e.path, e.message))
+            errors.append(e)
     return errors
 
 
