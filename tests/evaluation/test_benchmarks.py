@@ -20,7 +20,7 @@ def test_shipped_benchmark_yields_questions_and_gold(name):
     bench = load_benchmark(name, limit=5)
     assert len(bench.items) == 5
     for item in bench.items:
-        assert len(item.question) > 20 and item.gold and all(g.strip() for g in item.gold)
+        assert len(item.question) > 10 and item.gold and all(g.strip() for g in item.gold)
         assert "{question}" not in item.question
 
 

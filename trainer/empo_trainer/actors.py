@@ -177,7 +177,17 @@ class LearnerActor:
         evaluator = self._evaluator(storage, engine)
         lead = self.rank == 0
         commit = storage.checkpoints.commit if lead else (lambda step, folder: "")
-        trainer.add_callback(make_callback(self._emit, reward_fn, engine, commit,
+
+        def emit(event: dict[str, Any]) -> None:
+            # metrics.jsonl is written here, before the step's checkpoint can commit, so a run
+            # killed right after a commit never loses the lines up to LATEST (the driver only
+            # drains the queue every half second).
+            if lead and event["type"] == "step":
+                event["record"]["total_steps"] = max_steps
+                storage.append_metrics(event["record"])
+            self._emit(event)
+
+        trainer.add_callback(make_callback(emit, reward_fn, engine, commit,
                                            evaluator if lead else None, self.spec.eval.every))
         trainer.train(resume_from_checkpoint=resume)
         step = trainer.state.global_step

@@ -178,8 +178,7 @@ def run(run: EmpoRun, *, steps: int | None = None, fresh: bool = False, progress
                 return
             kind = event["type"]
             if kind == "step":
-                record = event["record"] | {"total_steps": max_steps}
-                storage.append_metrics(record)
+                record = event["record"]  # already in metrics.jsonl (the learner writes it)
                 summary.steps, summary.last_record = record["step"], record
                 bar.step(record)
                 if reporter:

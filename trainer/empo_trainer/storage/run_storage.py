@@ -4,7 +4,7 @@ Metrics on S3: S3 cannot append, so `append_metrics` keeps metrics.jsonl whole a
 read once per process and then rewritten in full with each new line (one PUT per record, atomic for
 readers, no per-step objects to merge). The cost per append grows with the file, which is fine at
 one ~1 KB line per optimizer step (a 2,000-step run ends with 2 MB PUTs). One writer per run: the
-trainer driver.
+learner of rank 0, which appends each step's line before that step's checkpoint can commit.
 """
 
 from __future__ import annotations
