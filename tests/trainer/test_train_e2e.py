@@ -83,6 +83,17 @@ def test_killed_run_resumes_at_the_same_step_with_the_same_data_order(tmp_path, 
     assert [r["batch_digest"] for r in got] == [r["batch_digest"] for r in want]
 
 
+def test_missing_dataset_is_a_clear_error(tmp_path, empo_env):
+    spec = _tiny(tmp_path)
+    doc = yaml.safe_load(spec.read_text())
+    doc["spec"]["dataset"]["uri"] = str(tmp_path / "nope.jsonl")
+    spec.write_text(yaml.safe_dump(doc))
+    result = empo(["train", spec, "--output", tmp_path / "o", "--no-progress"], empo_env, timeout=300)
+    assert result.returncode == 2
+    assert "spec.dataset.uri" in result.stderr and "no such file" in result.stderr
+    assert "Traceback" not in result.stderr
+
+
 def test_impossible_batch_is_refused_before_anything_starts(tmp_path, empo_env):
     spec = _tiny(tmp_path)
     doc = yaml.safe_load(spec.read_text())

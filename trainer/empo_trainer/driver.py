@@ -19,7 +19,7 @@ from typing import Any
 from empo_api.models import EmpoRun
 from empo_api.placement import plan_placement
 
-from .learner import batch_geometry, total_steps
+from .learner import total_steps
 
 
 @dataclass
@@ -129,7 +129,6 @@ def run(run: EmpoRun, *, steps: int | None = None, fresh: bool = False, progress
 
     started = time.perf_counter()
     spec = run.spec
-    batch_geometry(spec)  # fail on an impossible batch before any process starts
     storage = open_run_storage(spec.storage, run.namespace, run.name)
     latest = None if fresh else storage.checkpoints.latest()
     _trim_metrics(storage, latest.step if latest else 0)
@@ -250,7 +249,3 @@ def shutdown() -> None:
 
     if ray.is_initialized():
         ray.shutdown()
-
-
-def summary_json(summary: RunSummary) -> str:
-    return json.dumps(summary.__dict__, default=str)

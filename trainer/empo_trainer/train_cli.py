@@ -38,13 +38,17 @@ def load_run(path: Path, output: str | None = None) -> EmpoRun:
 
 def run(args: argparse.Namespace) -> int:
     from . import driver
+    from .data import DatasetError
     from .learner import SpecError
+    from .model_source import ModelSourceError
+    from .storage import StorageError
 
     empo_run = load_run(args.manifest, args.output)
     try:
         summary = driver.run(empo_run, steps=args.steps, fresh=args.fresh, progress=not args.no_progress,
                              num_cpus=args.num_cpus)
-    except SpecError as exc:
+    except (SpecError, DatasetError, ModelSourceError, StorageError) as exc:
+        # Input the user can fix: say what and where, without a traceback.
         print(f"{args.manifest}: {exc}", file=sys.stderr)
         return 2
     finally:
