@@ -42,6 +42,8 @@ from typing import Any, Callable
 import pytest
 import yaml
 
+from tests.waiting import wait_for  # noqa: F401  (re-exported for the operator tests)
+
 REPO = Path(__file__).resolve().parents[2]
 CRD_FILES = (REPO / "crds" / "empo.dev_emporuns.yaml", REPO / "tests" / "data" / "kuberay" / "ray.io_rayjobs.yaml")
 
@@ -315,13 +317,3 @@ def kube_emulator(tmp_path_factory) -> KubeEmulator:
     emulator._stop()
 
 
-def wait_for(predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.05, what: str = "") -> Any:
-    """Poll `predicate` until it returns something truthy; fail with `what` after `timeout`."""
-    deadline = time.monotonic() + timeout
-    last = None
-    while time.monotonic() < deadline:
-        last = predicate()
-        if last:
-            return last
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what or predicate}; last value: {last!r}")

@@ -9,11 +9,12 @@ import os
 import signal
 import subprocess
 import sys
-import time
 import traceback
 from pathlib import Path
 
 import pytest
+
+from tests.waiting import wait_for
 
 from empo_api.models import StorageSpec
 from empo_trainer.storage import (
@@ -31,14 +32,6 @@ from .flaky_proxy import FlakyProxy
 REPO = Path(__file__).resolve().parents[2]
 
 
-def _await(condition, timeout_s: float, what: str, interval_s: float = 0.02):
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        value = condition()
-        if value:
-            return value
-        time.sleep(interval_s)
-    raise AssertionError(f"timed out after {timeout_s}s waiting for {what}")
 
 
 def test_writer_killed_mid_upload_leaves_previous_checkpoint_usable(s3_env, tmp_path):
@@ -65,7 +58,7 @@ def test_writer_killed_mid_upload_leaves_previous_checkpoint_usable(s3_env, tmp_
             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
         )
         try:
-            _await(lambda: writer.poll() is not None or parts_uploaded() >= 2, 60, "two uploaded parts")
+            wait_for(lambda: writer.poll() is not None or parts_uploaded() >= 2, 60, 0.02, "two uploaded parts")
             assert writer.poll() is None, f"writer finished before it could be killed: {writer.stdout.read()!r}"
             os.kill(writer.pid, signal.SIGKILL)
             assert writer.wait(timeout=10) == -signal.SIGKILL

@@ -5,10 +5,11 @@ import os
 import signal
 import subprocess
 import sys
-import time
 
 import pytest
 import yaml
+
+from tests.waiting import wait_for
 
 from .conftest import REPO, empo
 
@@ -49,14 +50,13 @@ def test_tiny_run_trains_checkpoints_and_reports(tmp_path, empo_env):
 
 def _wait_for_latest(root, step, proc, timeout=600):
     latest = root / "default/tiny-smoke/checkpoints/LATEST"
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if latest.exists() and json.loads(latest.read_text())["step"] >= step:
-            return
+
+    def committed():
         if proc.poll() is not None:
             raise AssertionError(f"trainer exited early: {proc.stdout.read()[-3000:]}")
-        time.sleep(0.2)  # polling a file another process writes; there is no event to await
-    raise AssertionError(f"no checkpoint at step {step} within {timeout}s")
+        return latest.exists() and json.loads(latest.read_text())["step"] >= step
+
+    wait_for(committed, timeout, 0.2, f"a checkpoint at step {step}")
 
 
 def test_killed_run_resumes_at_the_same_step_with_the_same_data_order(tmp_path, empo_env):

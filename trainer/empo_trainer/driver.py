@@ -20,6 +20,7 @@ from empo_api.models import EmpoRun
 from empo_api.placement import plan_placement
 
 from .learner import total_steps
+from .progress import ProgressReporter
 
 
 @dataclass
@@ -108,14 +109,6 @@ class _Progress:
             self.bar.close()
 
 
-def _reporter():
-    try:
-        from .progress import ProgressReporter
-    except ImportError:
-        return None
-    return ProgressReporter.from_env()
-
-
 def run(run: EmpoRun, *, steps: int | None = None, fresh: bool = False, progress: bool = True,
         num_cpus: int | None = None) -> RunSummary:
     """Train `run` to its end (or `steps`), resuming from its latest checkpoint unless `fresh`."""
@@ -163,7 +156,7 @@ def run(run: EmpoRun, *, steps: int | None = None, fresh: bool = False, progress
         address = ray.get(learners[0].rendezvous_address.remote())
         ray.get([lr.join.remote(address) for lr in learners])
 
-    reporter = _reporter()
+    reporter = ProgressReporter.from_env()  # a no-op outside a cluster
     bar = _Progress(max_steps, latest.step if latest else 0, progress)
     summary = RunSummary(run.name, run.namespace, storage.uri, 0, max_steps, None, None, None, 0.0)
     runs = [lr.train.remote(max_steps, fresh) for lr in learners]
@@ -180,16 +173,13 @@ def run(run: EmpoRun, *, steps: int | None = None, fresh: bool = False, progress
                 record = event["record"]  # already in metrics.jsonl (the learner writes it)
                 summary.steps, summary.last_record = record["step"], record
                 bar.step(record)
-                if reporter:
-                    reporter.report(_status_progress(record, max_steps))
+                reporter.report(_status_progress(record, max_steps))
             elif kind == "checkpoint":
                 summary.latest_checkpoint = event["uri"]
-                if reporter:
-                    reporter.checkpoint(event["step"], event["uri"])
+                reporter.checkpoint(event["step"], event["uri"])
             elif kind == "eval":
                 summary.first_eval = summary.first_eval or event["result"]
-                if reporter:
-                    reporter.eval(event["result"])
+                reporter.eval(event["result"])
             elif kind == "resumed":
                 summary.resumed_from_step = event["step"]
                 bar.step({"step": event["step"]})
@@ -206,8 +196,7 @@ def run(run: EmpoRun, *, steps: int | None = None, fresh: bool = False, progress
         drain()
     finally:
         bar.close()
-        if reporter:
-            reporter.close()
+        reporter.close()
     summary.steps = result["step"]
     summary.final_eval = result.get("final_eval")
     summary.seconds = time.perf_counter() - started
@@ -234,10 +223,8 @@ def _status_progress(record: dict[str, Any], total: int) -> dict[str, Any]:
 
 
 def _write_report(storage) -> None:
-    try:
-        from .evaluation.report import write_report
-    except ImportError:
-        return
+    from .evaluation.report import write_report
+
     try:
         write_report(storage)
     except Exception as exc:  # a report is a convenience; never fail a finished run over it
