@@ -22,6 +22,11 @@ def matcher():
     ("The answer is 18.", ["18"], None, False),                             # no box, no answer
     ("\\boxed{x^{2}+1}", ["1+x^2"], "x^{2}+1", True),
     ("\\boxed{27}", ["26", "27"], "27", True),                              # any gold answer counts
+    # MATH500 gold answers written as mixed numbers: a mixed number, never a product
+    ("\\boxed{\\frac{9}{5}}", ["1\\frac{4}{5}"], "\\frac{9}{5}", True),
+    ("\\boxed{\\frac{4}{5}}", ["1\\frac{4}{5}"], "\\frac{4}{5}", False),
+    ("\\boxed{137.5}", ["137 \\frac{1}{2}"], "137.5", True),
+    ("\\boxed{\\frac{137}{2}}", ["137 \\frac{1}{2}"], "\\frac{137}{2}", False),
 ])
 def test_math_pairs(matcher, completion, gold, extracted, correct):
     g = grade(matcher, completion, gold, "math")

@@ -30,6 +30,20 @@ EQUIVALENT = [
     ("\\begin{pmatrix} -1 & 0 \\\\ 0 & -1 \\end{pmatrix}", "\\begin{pmatrix}-1&0\\\\0&-1\\end{pmatrix}"),
     ("2\\sqrt{5}", "\\sqrt{20}"),
     ("-\\frac{\\pi}{6}", "-0.5236"),
+    # mixed numbers (MATH500 has gold answers 1\frac{4}{5} and 137 \frac{1}{2})
+    ("1\\frac{4}{5}", "\\frac{9}{5}"),
+    ("137 \\frac{1}{2}", "137.5"),
+    ("-2\\frac13", "-\\frac{7}{3}"),
+    ("1 4/5", "1.8"),
+    # units with exponents, after the number
+    ("5 \\text{ cm}^2", "5"),
+    ("12\\text{ m}^{3}", "12"),
+    ("8 \\mbox{square units}", "8"),
+    # percent, as math-verify grades it: the number without its sign, and its value
+    ("10\\%", "0.1"),
+    ("10\\%", "10"),
+    ("12.5 percent", "\\frac{1}{8}"),
+    ("50\\%", "50.0\\%"),
 ]
 DIFFERENT = [
     ("1000", "1001"),  # integers never match within tolerance
@@ -44,6 +58,13 @@ DIFFERENT = [
     ("(3,4)", "7"),
     ("x^2+1", "2"),
     ("\\pi i", "\\pi"),
+    ("1\\frac{4}{5}", "\\frac{4}{5}"),  # a mixed number, not the product 1 * 4/5
+    ("137 \\frac{1}{2}", "\\frac{137}{2}"),
+    ("1 4/5", "14/5"),
+    ("3s^2", "3"),  # a one-letter unit with an exponent is a monomial
+    ("10", "0.1"),  # without a percent sign these are different numbers
+    ("10\\%", "1000"),
+    ("10\\%", "20\\%"),
 ]
 
 

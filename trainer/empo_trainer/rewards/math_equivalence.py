@@ -3,6 +3,8 @@
 Order of checks for two answers (EMPO.md, "Math equivalence"):
 1. canonical strings equal (spaces, \\left/\\right, \\dfrac, \\frac12, "x = 3", units, ...);
    plain numbers canonicalise to a reduced fraction, so 0.5, 1/2 and \\dfrac12 are one string;
+   mixed numbers (1\\frac{4}{5}, 1 4/5) too, read before spaces go; a percent keeps its sign and
+   equals both the bare number and its value (10% ~ 10 and 10% ~ 0.1, as math-verify grades);
 2. both numeric (numbers or tuples/intervals of numbers): equal within relative tolerance 2e-3;
    this is decisive, no symbolic check follows;
 3. math-verify symbolic equivalence in a worker process with a per-call timeout, cached.
@@ -45,11 +47,42 @@ _WORD = re.compile(r"^[A-Za-z]{2,}$")
 
 
 def _trailing_unit(s: str) -> str:
-    """'5 cm' -> '5', '12 square feet' -> '12'; only known unit words after a number (safe to drop)."""
-    m = re.match(r"^(.*?\d)\s*((?:[A-Za-z]+\s*)+)$", s)
-    if m and all(w.lower() in _UNITS for w in m.group(2).split()):
-        return m.group(1)
-    return s
+    """'5 cm' -> '5', '12 square feet' -> '12', '5 \\text{ cm}^2' -> '5': known unit words after a number
+    (safe to drop). Without a space, only after a digit, and a one-letter unit takes no exponent
+    ('3s^2' is a monomial)."""
+    m = re.match(r"^(.*?[\d}])(\s*)((?:[A-Za-z]+(?:\^\{?[23]\}?)?\s*)+)$", s)
+    if not m:
+        return s
+    number, space, words = m.group(1), m.group(2), m.group(3).split()
+    bases = [re.sub(r"\^.*", "", w) for w in words]
+    if not all(b.lower() in _UNITS for b in bases):
+        return s
+    if not space and (number.endswith("}") or any(len(b) == 1 and "^" in w for b, w in zip(bases, words))):
+        return s
+    return number
+
+
+_MIXED = (
+    # 1\frac{4}{5}, 137 \frac{1}{2}, 2\frac13: a whole number next to a proper fraction is a mixed number
+    re.compile(r"^([+-]?)(\d+)\s*\\frac\s*(?:\{\s*(\d+)\s*\}|(\d))\s*(?:\{\s*(\d+)\s*\}|(\d))$"),
+    re.compile(r"^([+-]?)(\d+)\s+(\d+)\s*/\s*(\d+)$"),  # 1 4/5 (the space is what makes it mixed)
+)
+
+
+def _mixed_number(s: str) -> Fraction | None:
+    """The value of a mixed number (whole part and a proper fraction), or None.
+
+    Must run before whitespace is removed: '1 4/5' would become 14/5, and '1\\frac{4}{5}' reads
+    as the product 1 * 4/5 to anything that parses LaTeX."""
+    for pattern in _MIXED:
+        m = pattern.match(s)
+        if m:
+            sign, whole, *rest = m.groups()
+            num, den = (int(x) for x in rest if x is not None)
+            if 0 < num < den:
+                value = int(whole) + Fraction(num, den)
+                return -value if sign == "-" else value
+    return None
 
 
 def _split_top_level(s: str) -> list[str]:
@@ -92,10 +125,15 @@ def canonicalize(answer: str) -> str:
     s = _SIZING.sub("", s)
     s = s.replace("\\dfrac", "\\frac").replace("\\tfrac", "\\frac").replace("∞", "\\infty").replace("\\$", "")
     s = s.strip().rstrip(".").strip()
+    s = re.sub(r"\s*percent$", "%", s)
     s = _trailing_unit(s)
+    mixed = _mixed_number(s)
+    if mixed is not None:
+        return _fraction_text(mixed)
     s = re.sub(r"(\\[A-Za-z]+)\s+(?=[A-Za-z])", "\\1\x00", s)  # "\pi i" must not become "\pii"
     s = re.sub(r"\s+", "", s).replace("\x00", " ")
     s = _DEGREE.sub("", s)
+    percent = bool(_PERCENT.search(s))
     s = _PERCENT.sub("", s)
     # \frac12 -> \frac{1}{2}, \frac1{x} -> \frac{1}{x}, \frac{x}2 -> \frac{x}{2}, \sqrt2 -> \sqrt{2}
     s = re.sub(r"\\frac(\d)(\d)", r"\\frac{\1}{\2}", s)
@@ -119,7 +157,9 @@ def canonicalize(answer: str) -> str:
         if len(inner) > 1:  # a tuple or interval: canonicalise each element
             return s[0] + ",".join(canonicalize(p) for p in inner) + s[-1]
     value = _as_fraction(s)
-    return _fraction_text(value) if value is not None else s
+    s = _fraction_text(value) if value is not None else s
+    # "10%" keeps its sign: it equals both 10 and 0.1 (canonical_equivalent), which differ from each other
+    return s + "%" if percent and s else s
 
 
 def numeric_value(canonical: str) -> Fraction | tuple | None:
@@ -288,6 +328,8 @@ class MathEquivalence:
         """Equivalence of two canonical forms."""
         if a == b:
             return True
+        if a.endswith("%") or b.endswith("%"):
+            return self._percent_equivalent(a, b)
         u, v = numeric_value(a), numeric_value(b)
         if u is not None and v is not None:
             return numeric_equal(u, v)
@@ -302,6 +344,16 @@ class MathEquivalence:
         if _WORD.match(a) or _WORD.match(b):
             return a.lower() == b.lower()
         return self._symbolic(*sorted((a, b)))
+
+    def _percent_equivalent(self, a: str, b: str) -> bool:
+        """As math-verify grades: 10% equals 10 (the number written without its sign) and 0.1 (its value)."""
+        if a.endswith("%") and b.endswith("%"):
+            return self.canonical_equivalent(a[:-1], b[:-1])
+        percent, other = (a[:-1], b) if a.endswith("%") else (b[:-1], a)
+        if self.canonical_equivalent(percent, other):
+            return True
+        value, other_value = _as_fraction(percent), numeric_value(other)
+        return value is not None and isinstance(other_value, Fraction) and numbers_close(value / 100, other_value)
 
     def equivalent(self, a: str, b: str) -> bool:
         return self.canonical_equivalent(canonicalize(a), canonicalize(b))
