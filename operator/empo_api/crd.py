@@ -9,6 +9,8 @@ from __future__ import annotations
 import copy
 from typing import Any
 
+from pydantic import BaseModel
+
 from .models import GROUP, KIND, PLURAL, VERSION, EmpoRunSpec, EmpoRunStatus
 
 SHORT_NAMES = ["empo"]
@@ -81,9 +83,33 @@ def _default_empty_objects(node: dict[str, Any]) -> None:
                 sub["default"] = {}
 
 
+def _nested_model(annotation: Any) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in getattr(annotation, "__args__", ()):  # Optional[Model]
+        if isinstance(arg, type) and issubclass(arg, BaseModel):
+            return arg
+    return None
+
+
+def _factory_defaults(model: type[BaseModel], node: dict[str, Any]) -> None:
+    """Object fields whose default_factory differs from the nested model's own defaults (ray.worker
+    is 8 CPU / 64Gi, a bare Resources 4 / 16Gi) get that value as their CRD default: JSON Schema has
+    no factories, and `default: {}` would let the API server fill the nested class's defaults."""
+    for name, field in model.model_fields.items():
+        sub = (node.get("properties") or {}).get(field.alias or name)
+        nested = _nested_model(field.annotation)
+        if sub is None or nested is None:
+            continue
+        _factory_defaults(nested, sub)
+        if field.default_factory is not None and "default" in sub:
+            sub["default"] = field.default_factory().model_dump(mode="json", by_alias=True, exclude_defaults=True)
+
+
 def openapi_schema() -> dict[str, Any]:
     spec = structural(EmpoRunSpec.model_json_schema(by_alias=True))
     _default_empty_objects(spec)
+    _factory_defaults(EmpoRunSpec, spec)
     spec["description"] = "What to train, on what, and how: the EMPO run the user wants."
     status = structural(EmpoRunStatus.model_json_schema(by_alias=True))
     status["description"] = "What the operator and the trainer observed; written by them, never by users."

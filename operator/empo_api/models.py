@@ -394,15 +394,20 @@ class SecretRef(_Model):
 class StorageSpec(_Model):
     model_config = ConfigDict(
         json_schema_extra=_schema_extra(
-            cel("self.uri == oldSelf.uri", "spec.storage.uri is immutable on a live run; create a new EmpoRun instead")
+            cel("has(self.uri) == has(oldSelf.uri) && (!has(self.uri) || self.uri == oldSelf.uri)",
+                "spec.storage.uri is immutable on a live run; create a new EmpoRun instead")
         )
     )
 
     uri: str = Field(
         "runs",
         min_length=1,
-        description="Where checkpoints, metrics and reports go: s3://bucket/prefix or a local path. "
-        "The run writes under <uri>/<namespace>/<name>/.",
+        description="Where checkpoints, metrics and reports go: s3://bucket/prefix, or a local path for "
+        "`empo train` (default runs). On a cluster it must be s3://; unset, the operator's default "
+        "storage applies. The run writes under <uri>/<namespace>/<name>/.",
+        # Not a CRD default: on a cluster the operator decides (its default storage), and "runs"
+        # there would be the pod's own disk.
+        json_schema_extra=lambda schema: schema.pop("default", None),
     )
     endpoint: str | None = Field(None, pattern=HTTP_URL, description="S3 endpoint URL of an S3-compatible store (MinIO, SeaweedFS, GCS).")
     region: str | None = Field(None, description="S3 region.")

@@ -91,6 +91,13 @@ def effective_spec(spec: EmpoRunSpec, settings: Settings) -> EmpoRunSpec:
         wire["storage"]["uri"] = settings.default_storage_uri
     if not spec.storage.endpoint and settings.s3_endpoint and wire["storage"]["uri"].startswith("s3://"):
         wire["storage"]["endpoint"] = settings.s3_endpoint
+    if "uri" not in spec.storage.model_fields_set and not settings.default_storage_uri:
+        raise SpecError("spec.storage.uri is unset and the operator has no default storage "
+                        "(Helm value storage.defaultUri): set spec.storage.uri to s3://bucket/prefix")
+    if not wire["storage"]["uri"].startswith("s3://"):
+        # The run's pods have no volume for it: checkpoints would die with the pod.
+        raise SpecError(f"spec.storage.uri {wire['storage']['uri']!r} is a path inside the pod, lost when the "
+                        f"pod goes; on a cluster use s3://bucket/prefix")
     try:
         return EmpoRunSpec.model_validate(wire)
     except ValueError as exc:

@@ -30,6 +30,8 @@ def math_s3() -> dict:
 def tiny() -> dict:
     doc = load_yaml(REPO / "examples" / "tiny.yaml")
     doc["metadata"]["namespace"] = "default"
+    # On a cluster the operator refuses a local path (the pod's own disk).
+    doc["spec"]["storage"]["uri"] = "s3://empo-runs/tests"
     return doc
 
 

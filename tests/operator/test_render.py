@@ -30,6 +30,7 @@ def test_render_prints_the_operators_children():
 def test_render_an_attempt_and_owner_labels(tmp_path):
     manifest = yaml.safe_load((REPO / "examples" / "tiny.yaml").read_text())
     manifest["metadata"]["labels"] = {"team": "rl"}
+    manifest["spec"]["storage"]["uri"] = "s3://empo-runs/tests"
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(manifest))
     docs = list(yaml.safe_load_all(render(str(path), "--attempt", "2").stdout))
