@@ -199,6 +199,11 @@ def _resources(cpu: str, memory: str, gpus: int = 0) -> dict[str, Any]:
     return {"requests": {"cpu": cpu, "memory": memory}, "limits": limits}
 
 
+def ray_resources_param(resources: dict[str, int]) -> str:
+    """rayStartParams value for custom resources: a JSON object in double quotes for the shell."""
+    return '"' + json.dumps(resources).replace('"', '\\"') + '"'
+
+
 def _head_group(run: EmpoRun, spec: EmpoRunSpec, attempt: int) -> dict[str, Any]:
     return {
         # num-cpus 0: no actor lands on the head, so the worker groups hold the whole plan.
@@ -241,9 +246,10 @@ def _worker_group(run: EmpoRun, spec: EmpoRunSpec, attempt: int, group: GroupPla
         "replicas": group.replicas,
         "minReplicas": group.replicas,
         "maxReplicas": group.replicas,
-        "rayStartParams": {},
         # One unit per pod; each placement bundle of this group asks for one (see placement.py).
-        "resources": {group_resource(group.name): "1"},
+        # Through `ray start --resources` (KubeRay's documented quoting: the shell unquotes it),
+        # which every KubeRay >= 1.3 keeps; workerGroupSpecs[].resources needs KubeRay >= 1.5.
+        "rayStartParams": {"resources": ray_resources_param({group_resource(group.name): 1})},
         "template": {"metadata": {"labels": labels(run, group.name)}, "spec": pod_spec},
     }
 
