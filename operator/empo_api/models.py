@@ -488,7 +488,9 @@ class EmpoRunSpec(_Model):
     max_restarts: int = Field(3, ge=0, le=100, description="Failed attempts retried (each resumes from the latest checkpoint).")
     active_deadline_seconds: int | None = Field(None, ge=1, description="Fail an attempt that runs longer than this.")
     ttl_seconds_after_finished: int = Field(
-        3600, ge=0, description="Seconds a finished RayJob is kept before KubeRay deletes it."
+        0, ge=0,
+        description="Seconds KubeRay keeps a finished attempt's Ray cluster (and its GPUs) before deleting it; "
+        "0 frees them as soon as the job ends. The RayJob object itself stays for its status.",
     )
     queue_name: str | None = Field(
         None, pattern=DNS_LABEL, max_length=63, description="Kueue LocalQueue (kueue.x-k8s.io/queue-name label)."

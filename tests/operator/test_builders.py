@@ -55,7 +55,8 @@ def test_rayjob_of_the_8_gpu_example(math_s3):
     assert rj["metadata"]["labels"][builders.KUEUE_QUEUE_LABEL] == "gpu-research"
     assert spec["entrypoint"] == "python -m empo_trainer run --config /etc/empo/spec.json"
     assert spec["shutdownAfterJobFinishes"] is True and spec["suspend"] is False
-    assert spec["ttlSecondsAfterFinished"] == 3600 and "activeDeadlineSeconds" not in spec
+    # KubeRay's TTL is when it deletes the RayCluster: every GPU is freed as the job ends.
+    assert spec["ttlSecondsAfterFinished"] == 0 and "activeDeadlineSeconds" not in spec
     groups = {g["groupName"]: g for g in spec["rayClusterSpec"]["workerGroupSpecs"]}
     assert {n: (g["replicas"], g["minReplicas"], g["maxReplicas"]) for n, g in groups.items()} == \
         {"sampler": (4, 4, 4), "learner": (4, 4, 4)}
