@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import base64
 import json
+import re
+import struct
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -100,6 +102,21 @@ def test_report_written_into_the_run_folder_by_default(stored_run):
     out = write_report(stored_run)
     assert out == Path(stored_run.uri) / "report.html" and (Path(stored_run.uri) / "plots" / "reward.png").is_file()
     _check_report(out)
+
+
+def test_every_plot_is_shown_at_the_same_size(stored_run, tmp_path):
+    """7 plots in a two-column layout used to leave "Accuracy per benchmark" alone on the last row,
+    stretched to twice the width (four times the area) of the others."""
+    text = write_report(stored_run, tmp_path / "report.html").read_text()
+    sizes = re.findall(r'<img alt="([^"]+)" width="(\d+)" height="(\d+)" src="data:image/png;base64,([^"]+)"', text)
+    assert len(sizes) == 7
+    for name, width, height, b64 in sizes:
+        png = base64.b64decode(b64)
+        assert (int(width), int(height)) == struct.unpack(">II", png[16:24]) == (640, 360), name
+    css = re.search(r"<style>(.*?)</style>", text, re.S).group(1)
+    # no rule lets an image grow past its pixel size, and the plots sit in equal grid columns
+    assert re.search(r"\.plots img\{max-width:100%;height:auto\}", css) and "width:100%}" not in css
+    assert "grid-template-columns:repeat(auto-fill,minmax(480px,1fr))" in css and "flex:1" not in css
 
 
 def test_report_of_an_empty_run_says_so(tmp_path):

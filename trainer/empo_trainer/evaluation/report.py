@@ -119,6 +119,11 @@ def _png(fig) -> bytes:
     return buf.getvalue()
 
 
+def _png_size(png: bytes) -> tuple[int, int]:
+    """(width, height) in pixels from a PNG's IHDR chunk."""
+    return int.from_bytes(png[16:20], "big"), int.from_bytes(png[20:24], "big")
+
+
 def make_plots(data: ReportData) -> dict[str, bytes]:
     """name -> PNG bytes, for every series that has data."""
     plots: dict[str, bytes] = {}
@@ -177,7 +182,8 @@ def _bar_plot(data: ReportData) -> bytes:
 _CSS = """
 body{font-family:system-ui,-apple-system,Segoe UI,sans-serif;margin:2rem auto;max-width:1100px;color:#222;padding:0 1rem}
 h1{font-size:1.5rem}h2{font-size:1.2rem;margin-top:2rem;border-bottom:1px solid #ddd}
-.plots{display:flex;flex-wrap:wrap;gap:1rem}.plots figure{margin:0;flex:1 1 480px}.plots img{width:100%}
+.plots{display:grid;grid-template-columns:repeat(auto-fill,minmax(480px,1fr));gap:1rem}.plots figure{margin:0}
+.plots img{max-width:100%;height:auto}
 table{border-collapse:collapse;margin:.5rem 0}td,th{border:1px solid #ddd;padding:.25rem .5rem;text-align:right}
 th{background:#f5f5f5}td.l,th.l{text-align:left}.up{color:#17803d}.down{color:#b42318}
 .sample{border:1px solid #ddd;border-radius:6px;padding:.5rem 1rem;margin:.75rem 0}
@@ -253,9 +259,12 @@ def _samples_html(data: ReportData) -> str:
 
 
 def render_html(data: ReportData, plots: dict[str, bytes]) -> str:
+    # Equal grid cells, and each image at most its own pixel size: a plot alone on the last row
+    # used to stretch to the full page width (a flexbox item grows into the free space).
     figures = "".join(
-        f'<figure><img alt="{_e(name)}" src="data:image/png;base64,{base64.b64encode(png).decode()}"></figure>'
-        for name, png in plots.items())
+        f'<figure><img alt="{_e(name)}" width="{w}" height="{h}" '
+        f'src="data:image/png;base64,{base64.b64encode(png).decode()}"></figure>'
+        for name, png in plots.items() for w, h in [_png_size(png)])
     last = data.metrics[-1] if data.metrics else {}
     facts = ", ".join(f"{k} {last[k]:.4g}" for k in ("reward", "semantic_entropy", "filtered_fraction")
                       if isinstance(last.get(k), (int, float)))
