@@ -6,7 +6,8 @@ from pathlib import Path
 import pytest
 
 from empo_trainer.rewards.engine import RewardEngine
-from empo_trainer.rewards.freeform_equivalence import EmbeddingEquivalence, JudgeEquivalence, resolve_embedding_model
+from empo_trainer.rewards.freeform_equivalence import (JUDGE_PROMPT_VERSION, EmbeddingEquivalence, JudgeEquivalence,
+                                                       judge_prompt, resolve_embedding_model)
 
 from .conftest import make_spec
 
@@ -35,6 +36,27 @@ def test_free_form_engine_applies_copy_and_no_answer_rules(minilm):
         "\\boxed{Where is the Louvre museum located}", "I am not sure.",
     ]])
     assert r.rewards == [0.5, 0.5, 0.0, -0.5]
+
+
+@pytest.mark.parametrize("question, a, b, parts", [
+    # general-verifier's format: question, ground truth (A, the cluster's first member), student (B), decision
+    ("Capital of France?", "Paris", "paris, France",
+     ["User: ### Question: Capital of France?\n\n", "### Ground Truth Answer: Paris\n\n",
+      "### Student Answer: paris, France\n\n", "Assistant: Final Decision:"]),
+    ("", "4", "four", ["### Question: (not given)\n\n", "### Ground Truth Answer: 4\n\n", "### Student Answer: four"]),
+    ("Why {x}?", "{a}", "b}", ["### Question: Why {x}?", "### Ground Truth Answer: {a}", "### Student Answer: b}"]),
+])
+def test_judge_prompt_follows_the_general_verifier_format(question, a, b, parts):
+    prompt = judge_prompt(question, a, b)
+    assert JUDGE_PROMPT_VERSION == "general-verifier-v1"
+    positions = [prompt.index(p) for p in parts]
+    assert positions == sorted(positions)
+    assert prompt.endswith("Final Decision:")  # the next token is the decision: " Yes" or " No"
+
+
+def test_unknown_judge_prompt_version_names_the_allowed_ones():
+    with pytest.raises(ValueError, match="general-verifier-v1"):
+        judge_prompt("q", "a", "b", version="v9")
 
 
 @pytest.fixture(scope="module")

@@ -78,11 +78,39 @@ class EmbeddingEquivalence:
         return out
 
 
-JUDGE_TEMPLATE = (
-    "Decide whether two answers to a question are equivalent (the same final answer, possibly worded "
-    "differently).\n\nQuestion: {question}\n\nAnswer A: {a}\n\nAnswer B: {b}\n\n"
-    "Is answer B equivalent to answer A? Reply Yes or No.\nFinal Decision:"
-)
+# The judge's prompts, by version. A version's text never changes once released (runs and their
+# metrics name it); a new wording is a new version. general-verifier-v1 is the input format of the
+# verifier the EMPO paper uses for free-form tasks (TIGER-Lab/general-verifier, a ~1.5B model):
+# question, ground-truth answer (the cluster's first member, A), student answer (B), and the final
+# decision, which we read off the next token as P(" Yes") > P(" No") instead of generating.
+JUDGE_TEMPLATES = {
+    "general-verifier-v1": (
+        "User: ### Question: {question}\n\n"
+        "### Ground Truth Answer: {a}\n\n"
+        "### Student Answer: {b}\n\n"
+        "For the above question, please verify if the student's answer is equivalent to the ground truth answer.\n"
+        "Do not solve the question by yourself; just check if the student's answer is equivalent to the ground "
+        "truth answer.\n"
+        "If the student's answer is correct, output \"Final Decision: Yes\". If the student's answer is incorrect, "
+        "output \"Final Decision: No\". Assistant: Final Decision:"
+    ),
+    # the wording used before general-verifier-v1 (kept so older results can be reproduced)
+    "equivalence-v0": (
+        "Decide whether two answers to a question are equivalent (the same final answer, possibly worded "
+        "differently).\n\nQuestion: {question}\n\nAnswer A: {a}\n\nAnswer B: {b}\n\n"
+        "Is answer B equivalent to answer A? Reply Yes or No.\nFinal Decision:"
+    ),
+}
+JUDGE_PROMPT_VERSION = "general-verifier-v1"
+
+
+def judge_prompt(question: str, a: str, b: str, version: str = JUDGE_PROMPT_VERSION) -> str:
+    """The judge's prompt asking whether b (student) is equivalent to a (ground truth)."""
+    try:
+        template = JUDGE_TEMPLATES[version]
+    except KeyError:
+        raise ValueError(f"judge prompt version {version!r}: allowed are {', '.join(JUDGE_TEMPLATES)}") from None
+    return template.format(question=question or "(not given)", a=a, b=b)
 
 
 class JudgeEquivalence:
@@ -93,7 +121,9 @@ class JudgeEquivalence:
     """
 
     def __init__(self, model: Any, tokenizer: Any, both_directions: bool = False, batch_size: int = 16,
-                 max_length: int = 1024) -> None:
+                 max_length: int = 1024, prompt_version: str = JUDGE_PROMPT_VERSION) -> None:
+        judge_prompt("", "", "", prompt_version)  # an unknown version fails here, not mid-run
+        self.prompt_version = prompt_version
         self.model = model
         self.tokenizer = tokenizer
         self.both_directions = both_directions
@@ -107,7 +137,7 @@ class JudgeEquivalence:
         return self.tokenizer(text, add_special_tokens=False)["input_ids"][0]
 
     def _prompt(self, question: str, a: str, b: str) -> str:
-        return JUDGE_TEMPLATE.format(question=question or "(not given)", a=a, b=b)
+        return judge_prompt(question, a, b, self.prompt_version)
 
     def decide(self, prompts: Sequence[str]) -> list[bool]:
         """P(Yes) > P(No) at the next token, for each prompt, in batches."""
