@@ -51,7 +51,10 @@ class RunSummary:
             out.append(f"  last step:  reward {r.get('reward', float('nan')):.3f}, semantic entropy "
                        f"{r.get('semantic_entropy', float('nan')):.3f}, filtered {r.get('filtered_fraction', 0):.2f}")
         if self.final_eval:
-            before = (self.first_eval or {}).get("accuracy", {}) if self.first_eval is not self.final_eval else {}
+            # With evals only at the end, the first eval event *is* the final one (a copy, through
+            # the Ray queue): comparing it with itself printed every figure twice.
+            first = self.first_eval or {}
+            before = first.get("accuracy", {}) if first.get("step") != self.final_eval.get("step") else {}
             acc = ", ".join(f"{k} {before[k]:.3f} (step {self.first_eval['step']}) -> {v:.3f}" if k in before
                             else f"{k} {v:.3f}" for k, v in self.final_eval.get("accuracy", {}).items())
             out.append(f"  eval:       {acc} at step {self.final_eval.get('step')}")
