@@ -5,7 +5,11 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
+import traceback
+
+from . import cli_errors
 
 # name -> (module with add_arguments(parser) and run(args) -> int, one-line help)
 COMMANDS = {
@@ -35,7 +39,20 @@ def main(argv: list[str] | None = None) -> int:
     command = next((a for a in argv if not a.startswith("-")), None)
     parser = build_parser(command if command in COMMANDS else "__none__")
     args = parser.parse_args(argv)
-    return importlib.import_module(COMMANDS[args.command][0]).run(args)
+    try:
+        return importlib.import_module(COMMANDS[args.command][0]).run(args)
+    except KeyboardInterrupt:
+        return 130
+    except SystemExit as exc:
+        if isinstance(exc.code, str):  # SystemExit("message"): a message, exit 2 like every other error
+            print(f"empo {args.command}: {exc.code}", file=sys.stderr)
+            return cli_errors.EXIT_ERROR
+        raise
+    except Exception as exc:  # every failure is a message with exit 2, never a traceback
+        print(f"empo {args.command}: error: {cli_errors.user_message(exc)}", file=sys.stderr)
+        if os.environ.get("EMPO_DEBUG"):
+            traceback.print_exc()
+        return cli_errors.EXIT_ERROR
 
 
 if __name__ == "__main__":

@@ -28,7 +28,9 @@ PRINTER_COLUMNS = [
     {"name": "Age", "type": "date", "jsonPath": ".metadata.creationTimestamp"},
 ]
 
-_DROP = {"title", "$defs", "discriminator"}
+# propertyNames (a map's key bounds, from str_max_length) has no structural-schema form; the
+# models still check the keys.
+_DROP = {"title", "$defs", "discriminator", "propertyNames"}
 
 
 def structural(schema: dict[str, Any], defs: dict[str, Any] | None = None) -> dict[str, Any]:

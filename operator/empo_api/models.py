@@ -25,10 +25,42 @@ PAPER_USER_TEMPLATE = "{question} Let's think step by step and output the final 
 PAPER_MATH_BENCHMARKS = ["math500", "minerva_math", "olympiadbench", "aime24", "amc23"]
 
 S3_URI = r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?$"
-HTTP_URL = r"^https?://[^\s/]+(/\S*)?$"
+HTTP_URL = r"^https?://[^\s/@]+(/\S*)?$"  # no user:password@ (it would land in a ConfigMap)
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-# Kubernetes quantities: "4", "500m", "16Gi", "1.5"
-QUANTITY = r"^([+-]?[0-9.]+)([eEinumkKMGTP]*[-+]?[0-9]*)$"
+LABEL_VALUE = r"(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?"
+QUALIFIED_NAME = r"([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
+# Kubernetes quantities as the API server parses them (resource.ParseQuantity), unsigned: "4", "500m",
+# "16Gi", "1.5", "2e3"; not "1.2.3" or "16GiGi".
+QUANTITY = r"^(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE][+-]?[0-9]+))?$"
+INT32_MAX = 2**31 - 1  # what a Kubernetes int32 field (RayJob activeDeadlineSeconds, ...) holds
+SEED_MAX = 2**32 - 1  # numpy's seed range
+MAX_STRING = 64 * 1024  # any one string; the whole spec must also fit a ConfigMap (1 MiB)
+MAX_SPEC_BYTES = 512 * 1024
+# Benchmarks the trainer's registry knows (a test keeps this list equal to it); those in
+# BENCHMARKS_NEEDING_DATA ship no data and are written NAME=URI.
+BENCHMARK_NAMES = ("math500", "minerva_math", "olympiadbench", "aime24", "amc23", "gsm8k", "svamp", "asdiv", "mawps",
+                   "arith-heldout", "digits-heldout", "mmlu_pro", "gpqa")
+BENCHMARK_ALIASES = {"minerva": "minerva_math", "olympiad": "olympiadbench", "aime": "aime24", "amc": "amc23",
+                     "mmlu-pro": "mmlu_pro", "gpqa_diamond": "gpqa", "arith_heldout": "arith-heldout"}
+BENCHMARKS_NEEDING_DATA = ("mmlu_pro", "gpqa")
+
+
+def check_s3_uri(v: str, what: str = "s3://bucket/prefix") -> str:
+    """An s3:// URI whose bucket name S3 accepts (no '..', '.-', '-.', no IP address, no credentials)."""
+    bucket = v[len("s3://"):].partition("/")[0]
+    if not re.match(S3_URI, v) or any(bad in bucket for bad in ("..", ".-", "-.")) \
+            or re.fullmatch(r"\d+\.\d+\.\d+\.\d+", bucket):
+        raise ValueError(f"'{v}' is not a valid s3:// URI (bucket names are 3-63 lowercase letters, digits, "
+                         f"'.' and '-', no '..'); expected {what}")
+    return v
+
+
+def no_credentials_in_url(v: Any) -> Any:
+    """Refuse scheme://user:password@host: the URL is copied into a ConfigMap and the pods' environment."""
+    if isinstance(v, str) and "://" in v and "@" in v.split("://", 1)[1].split("/", 1)[0]:
+        raise ValueError("must not carry credentials (user:password@); store them in a Secret and name it in "
+                         "spec.storage.credentialsSecretRef")
+    return v
 
 # Spec keys that would put credentials into the spec; we name them in the error so the user
 # knows what to do instead of a generic "extra fields not permitted".
@@ -47,6 +79,8 @@ class _Model(BaseModel):
         extra="forbid",
         validate_default=True,
         use_enum_values=True,
+        allow_inf_nan=False,  # `epochs: .inf` would train forever; NaN compares false with every bound
+        str_max_length=MAX_STRING,
     )
 
     def to_wire(self) -> dict[str, Any]:
@@ -98,8 +132,9 @@ class ModelSpec(_Model):
     @field_validator("source")
     @classmethod
     def _source_shape(cls, v: str) -> str:
-        if v.startswith("s3://") and not re.match(S3_URI, v):
-            raise ValueError(f"'{v}' is not a valid s3:// URI; expected s3://bucket/prefix")
+        no_credentials_in_url(v)
+        if v.startswith("s3://"):
+            check_s3_uri(v)
         if "://" in v and not v.startswith("s3://"):
             raise ValueError(f"'{v}': only s3:// URIs, Hugging Face ids and local paths are allowed")
         return v
@@ -151,14 +186,15 @@ class DatasetSpec(_Model):
         description="Field holding a gold answer. Used only to monitor label accuracy, never in the EMPO reward "
         "(except by the supervised 'gold' baseline reward).",
     )
-    limit: int | None = Field(None, ge=1, description="Use at most this many prompts.")
-    shuffle_seed: int = Field(42, ge=0, description="Seed of the prompt order; the same seed gives the same order.")
+    limit: int | None = Field(None, ge=1, le=INT32_MAX, description="Use at most this many prompts.")
+    shuffle_seed: int = Field(42, ge=0, le=SEED_MAX, description="Seed of the prompt order; the same seed gives the same order.")
 
     @field_validator("uri")
     @classmethod
     def _uri_shape(cls, v: str) -> str:
-        if v.startswith("s3://") and not re.match(S3_URI, v):
-            raise ValueError(f"'{v}' is not a valid s3:// URI; expected s3://bucket/key")
+        no_credentials_in_url(v)
+        if v.startswith("s3://"):
+            check_s3_uri(v, "s3://bucket/key")
         if "://" in v and not v.startswith(("s3://", "hf://")):
             raise ValueError(f"'{v}': allowed are a local path, s3://bucket/key or hf://org/name")
         return v
@@ -266,11 +302,11 @@ class AlgorithmSpec(_Model):
     max_prompt_length: int = Field(512, ge=8, le=131072, description="Prompt tokens; longer prompts are cut on the left.")
     max_completion_length: int = Field(2048, ge=1, le=131072, description="Completion tokens per sample.")
     learning_rate: float = Field(1e-6, gt=0.0, le=1.0, description="Learner learning rate (constant, no warmup).")
-    steps: int | None = Field(None, ge=1, description="Optimizer steps to run. Exclusive with epochs.")
-    epochs: float | None = Field(None, gt=0.0, description="Passes over the dataset (default 2 when steps is unset).")
-    prompts_per_step: int = Field(112, ge=1, description="Unique prompts per optimizer step (each sampled G times).")
+    steps: int | None = Field(None, ge=1, le=INT32_MAX, description="Optimizer steps to run. Exclusive with epochs.")
+    epochs: float | None = Field(None, gt=0.0, le=10000.0, description="Passes over the dataset (default 2 when steps is unset).")
+    prompts_per_step: int = Field(112, ge=1, le=1_000_000, description="Unique prompts per optimizer step (each sampled G times).")
     gradient_accumulation: int = Field(
-        1, ge=1, description="Micro-batches per optimizer step; raise it to fit memory, results are unchanged."
+        1, ge=1, le=1_000_000, description="Micro-batches per optimizer step; raise it to fit memory, results are unchanged."
     )
     beta: float = Field(0.0, ge=0.0, description="KL coefficient against the initial policy; 0 needs no reference model.")
     loss: LossType = Field(LossType.grpo, description="TRL GRPOTrainer loss_type.")
@@ -293,7 +329,7 @@ class AlgorithmSpec(_Model):
     answer_fallbacks: bool = Field(
         False, description="Also accept unboxed answers ('The answer is X', last number). Off for math, as in the paper."
     )
-    seed: int = Field(42, ge=0, description="Seed of sampling and initialisation.")
+    seed: int = Field(42, ge=0, le=SEED_MAX, description="Seed of sampling and initialisation.")
 
     @model_validator(mode="after")
     def _steps_or_epochs(self) -> "AlgorithmSpec":
@@ -353,7 +389,7 @@ class LearnerSpec(_Model):
     gradient_checkpointing: bool = Field(True, description="Trade compute for activation memory.")
     sharding: Sharding = Field(Sharding.none, description="Multi-GPU sharding through accelerate (FSDP or DeepSpeed ZeRO).")
     per_device_batch_size: int | None = Field(
-        None, ge=1, description="Completions per forward pass; default: one step's completions / gradientAccumulation."
+        None, ge=1, le=1_000_000, description="Completions per forward pass; default: one step's completions / gradientAccumulation."
     )
 
 
@@ -369,6 +405,24 @@ class Toleration(_Model):
     effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(None, description="Taint effect to tolerate.")
     toleration_seconds: int | None = Field(None, description="How long a NoExecute taint is tolerated.")
 
+    @model_validator(mode="after")
+    def _as_the_api_server_checks(self) -> "Toleration":
+        # core/v1 validation (validateTolerations): what kubectl apply of the RayJob would refuse.
+        if self.key and not re.fullmatch(QUALIFIED_NAME, self.key):
+            raise ValueError(f"key {self.key!r} is not a qualified name (prefix/name, 63 characters of [A-Za-z0-9-_.])")
+        if not self.key and self.operator != "Exists":
+            raise ValueError("an empty key needs operator Exists (it matches every taint)")
+        if self.operator == "Exists" and self.value:
+            raise ValueError("value must be empty when operator is Exists")
+        if self.value and not re.fullmatch(LABEL_VALUE, self.value):
+            raise ValueError(f"value {self.value!r} is not a valid label value (63 characters of [A-Za-z0-9-_.])")
+        # int64 in core/v1; not a schema bound, which Helm's float64 round trip would change
+        if self.toleration_seconds is not None and not -(2**63) <= self.toleration_seconds < 2**63:
+            raise ValueError("tolerationSeconds must fit a 64-bit integer")
+        if self.toleration_seconds is not None and self.effect != "NoExecute":
+            raise ValueError("tolerationSeconds needs effect NoExecute")
+        return self
+
 
 class RaySpec(_Model):
     image: str | None = Field(
@@ -379,7 +433,7 @@ class RaySpec(_Model):
     worker: Resources = Field(
         default_factory=lambda: Resources(cpu="8", memory="64Gi"), description="CPU and memory of each GPU worker pod."
     )
-    node_selector: dict[str, str] = Field(default_factory=dict, description="Node selector of GPU worker pods.")
+    node_selector: dict[str, str] = Field(default_factory=dict, max_length=64, description="Node selector of GPU worker pods.")
     tolerations: list[Toleration] = Field(
         default_factory=list, max_length=32, description="Tolerations of GPU worker pods."
     )
@@ -410,12 +464,13 @@ class StorageSpec(_Model):
         json_schema_extra=lambda schema: schema.pop("default", None),
     )
     endpoint: str | None = Field(None, pattern=HTTP_URL, description="S3 endpoint URL of an S3-compatible store (MinIO, SeaweedFS, GCS).")
+
     region: str | None = Field(None, description="S3 region.")
     credentials_secret_ref: SecretRef | None = Field(
         None, description="Secret holding S3 credentials; the operator passes it as environment, never reads it."
     )
-    checkpoint_every: int = Field(50, ge=1, description="Steps between checkpoints (one is always written at the end).")
-    keep_last: int = Field(3, ge=1, description="Checkpoints kept; older ones are deleted after a newer one commits.")
+    checkpoint_every: int = Field(50, ge=1, le=INT32_MAX, description="Steps between checkpoints (one is always written at the end).")
+    keep_last: int = Field(3, ge=1, le=10_000, description="Checkpoints kept; older ones are deleted after a newer one commits.")
     keep_best: bool = Field(False, description="Also keep the checkpoint with the best eval average.")
 
     @model_validator(mode="before")
@@ -430,12 +485,16 @@ class StorageSpec(_Model):
                 )
         return data
 
+    @field_validator("endpoint", mode="before")
+    @classmethod
+    def _endpoint_without_credentials(cls, v: Any) -> Any:
+        return no_credentials_in_url(v)
+
     @field_validator("uri")
     @classmethod
     def _uri_shape(cls, v: str) -> str:
         if v.startswith("s3://"):
-            if not re.match(S3_URI, v):
-                raise ValueError(f"'{v}' is not a valid s3:// URI; expected s3://bucket/prefix")
+            check_s3_uri(v)
         elif "://" in v:
             raise ValueError(f"'{v}': allowed are s3://bucket/prefix or a local path")
         return v
@@ -452,13 +511,33 @@ class EvalSpec(_Model):
         max_length=64,
         description="Benchmarks to evaluate (math500, minerva_math, olympiadbench, aime24, amc23, gsm8k, svamp, ...).",
     )
-    every: int = Field(0, ge=0, description="Evaluate every N steps, and the base model before the first; 0 evaluates only at the end.")
+    every: int = Field(0, ge=0, le=INT32_MAX, description="Evaluate every N steps, and the base model before the first; 0 evaluates only at the end.")
     at_end: bool = Field(True, description="Evaluate the final model.")
     decoding: Decoding = Field(Decoding.greedy, description="greedy pass@1 (the paper's) or sampling.")
     temperature: float = Field(0.6, ge=0.0, le=2.0, description="Temperature when decoding is sampling.")
     k: int = Field(1, ge=1, le=256, description="Samples per question for avg@k, maj@k, pass@k (sampling).")
-    limit: int | None = Field(None, ge=1, description="At most this many questions per benchmark.")
-    max_new_tokens: int = Field(3000, ge=1, description="Generation budget per answer.")
+    limit: int | None = Field(None, ge=1, le=INT32_MAX, description="At most this many questions per benchmark.")
+    max_new_tokens: int = Field(3000, ge=1, le=1_048_576, description="Generation budget per answer.")
+
+    @field_validator("benchmarks")
+    @classmethod
+    def _known_benchmarks(cls, v: list[str]) -> list[str]:
+        # Caught here, not after a whole training run (evaluation runs at the end).
+        for entry in v:
+            name, eq, uri = entry.partition("=")
+            key = BENCHMARK_ALIASES.get(name.strip().lower(), name.strip().lower())
+            if key not in BENCHMARK_NAMES:
+                raise ValueError(f"unknown benchmark {name.strip()[:60]!r}; known: {', '.join(BENCHMARK_NAMES)} "
+                                 "(NAME=URI reads a known benchmark from other data)")
+            if eq and not uri.strip():
+                raise ValueError(f"{entry!r}: give the data after '=' (NAME=PATH_OR_S3_URI)")
+            if key in BENCHMARKS_NEEDING_DATA and not uri.strip():
+                raise ValueError(f"benchmark {key!r} ships no data; write it as '{key}=PATH_OR_S3_URI'")
+            if uri.strip():
+                no_credentials_in_url(uri.strip())
+                if uri.strip().startswith("s3://"):
+                    check_s3_uri(uri.strip(), "s3://bucket/key")
+        return v
 
 
 class EmpoRunSpec(_Model):
@@ -486,9 +565,9 @@ class EmpoRunSpec(_Model):
     eval: EvalSpec = Field(default_factory=EvalSpec, description="Held-out evaluation.")
     suspend: bool = Field(False, description="true frees the Ray cluster; false again resumes from the latest checkpoint.")
     max_restarts: int = Field(3, ge=0, le=100, description="Failed attempts retried (each resumes from the latest checkpoint).")
-    active_deadline_seconds: int | None = Field(None, ge=1, description="Fail an attempt that runs longer than this.")
+    active_deadline_seconds: int | None = Field(None, ge=1, le=INT32_MAX, description="Fail an attempt that runs longer than this.")
     ttl_seconds_after_finished: int = Field(
-        0, ge=0,
+        0, ge=0, le=INT32_MAX,
         description="Seconds KubeRay keeps a finished attempt's Ray cluster (and its GPUs) before deleting it; "
         "0 frees them as soon as the job ends. The RayJob object itself stays for its status.",
     )
@@ -501,6 +580,9 @@ class EmpoRunSpec(_Model):
         if self.algorithm.reward == RewardKind.gold.value and not self.dataset.answer_field:
             raise ValueError("algorithm.reward gold needs dataset.answerField (the gold answers)")
         self.batch_geometry()
+        size = len(self.model_dump_json(by_alias=True, exclude_none=True))
+        if size > MAX_SPEC_BYTES:  # the spec travels in a ConfigMap (1 MiB at most) and in the RayJob
+            raise ValueError(f"the spec is {size} bytes as JSON; at most {MAX_SPEC_BYTES} fit the run's ConfigMap")
         return self
 
     def batch_geometry(self) -> tuple[int, int, int]:
@@ -613,6 +695,20 @@ class ObjectMeta(BaseModel):
 
     name: str = Field(pattern=r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$", max_length=63)
     namespace: str | None = Field(None, pattern=DNS_LABEL, max_length=63)
+    labels: dict[str, str] | None = Field(None, description="Labels, copied onto every object of the run.")
+    annotations: dict[str, str] | None = Field(None, description="Annotations.")
+
+    @field_validator("labels")
+    @classmethod
+    def _labels(cls, v: dict[str, str] | None) -> dict[str, str] | None:
+        # The operator copies them onto the RayJob, ConfigMap and pods; the API server checks them there.
+        for key, value in (v or {}).items():
+            if not re.fullmatch(QUALIFIED_NAME, key):
+                raise ValueError(f"label key {key[:80]!r} is not a qualified name (prefix/name, name 63 characters)")
+            if not re.fullmatch(LABEL_VALUE, value):
+                raise ValueError(f"label {key[:80]!r}: value {value[:80]!r} is not a valid label value "
+                                 "(63 characters of [A-Za-z0-9-_.], alphanumeric at both ends)")
+        return v
 
 
 class EmpoRun(_Model):

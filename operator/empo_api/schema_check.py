@@ -21,8 +21,17 @@ class SchemaError:
     path: str
     message: str
 
+    def __post_init__(self) -> None:
+        # A message quotes the offending value; a 1 MB value must not become a 1 MB message.
+        object.__setattr__(self, "path", _shorten(self.path, 300))
+        object.__setattr__(self, "message", _shorten(self.message, 400))
+
     def __str__(self) -> str:
         return f"{self.path or '<root>'}: {self.message}"
+
+
+def _shorten(text: str, limit: int) -> str:
+    return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit} more characters)"
 
 
 def _to_jsonschema(node: Any) -> Any:
@@ -70,7 +79,7 @@ def _message(err: jsonschema.ValidationError) -> str:
     if err.validator == "additionalProperties":
         return f"unknown field ({err.message.split('(')[-1].rstrip(')')})"
     if err.validator == "enum":
-        return f"{err.instance!r} is not allowed; allowed: {', '.join(map(str, err.validator_value))}"
+        return f"{_shorten(repr(err.instance), 120)} is not allowed; allowed: {', '.join(map(str, err.validator_value))}"
     return err.message
 
 
@@ -81,7 +90,7 @@ def check(obj: dict[str, Any], openapi: dict[str, Any]) -> list[SchemaError]:
     for err in sorted(validator.iter_errors(obj), key=lambda e: list(map(str, e.absolute_path))):
         path = list(err.absolute_path)
         if err.validator == "additionalProperties":
-            for extra in sorted(set(err.instance) - set(err.schema.get("properties", {}))):
+            for extra in sorted(set(map(str, err.instance)) - set(err.schema.get("properties", {}))):
                 errors.append(SchemaError(field_path(path + [extra]), "unknown field"))
             continue
         if err.validator == "required":

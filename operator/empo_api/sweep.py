@@ -28,6 +28,7 @@ from typing import Any
 
 import yaml
 
+from .manifest_yaml import ManifestYamlError, load_yaml_documents
 from .validate import validate_manifest
 
 MAX_NAME = 63
@@ -96,6 +97,9 @@ def point_name(base_name: str, point: dict[str, Any]) -> str:
     return f"{head.rstrip('-')}-{digest}"
 
 
+MAX_POINTS = 1000
+
+
 def expand_grid(base: dict[str, Any], grid: dict[str, Any]) -> list[dict[str, Any]]:
     """One EmpoRun manifest per point of the grid's cartesian product, in grid order.
 
@@ -122,6 +126,12 @@ def expand_grid(base: dict[str, Any], grid: dict[str, Any]) -> list[dict[str, An
         if dupes:
             raise SweepError(f"grid key '{key}': repeated value(s) {', '.join(dupes)} would give duplicate runs")
 
+    points = 1
+    for values in grid.values():
+        points *= len(values)
+    if points > MAX_POINTS:  # each point is a run on the cluster; a typo should not create millions
+        raise SweepError(f"grid: {points} points; at most {MAX_POINTS} runs per sweep (split the grid)")
+
     base_name = base["metadata"]["name"]
     keys = list(grid)
     manifests = []
@@ -147,9 +157,10 @@ def expand_grid(base: dict[str, Any], grid: dict[str, Any]) -> list[dict[str, An
 def load_grid(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     """Read a grid file; return (base manifest, grid). A `base` path is relative to the grid file."""
     try:
-        doc = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError) as exc:
-        raise SweepError(f"{path}: cannot read: {exc}") from exc
+        docs = load_yaml_documents(path.read_bytes())
+    except (OSError, ManifestYamlError) as exc:
+        raise SweepError(f"{path}: cannot read: {exc}") from None
+    doc = docs[0] if len(docs) == 1 else None
     if not isinstance(doc, dict):
         raise SweepError(f"{path}: expected a mapping with 'base' (or 'template') and 'grid'")
     unknown = sorted(set(doc) - GRID_KEYS)
@@ -160,9 +171,9 @@ def load_grid(path: Path) -> tuple[dict[str, Any], dict[str, Any]]:
     if "base" in doc:
         base_path = (path.parent / str(doc["base"])).resolve()
         try:
-            docs = [d for d in yaml.safe_load_all(base_path.read_text()) if d is not None]
-        except (OSError, yaml.YAMLError) as exc:
-            raise SweepError(f"{path}: base {base_path}: cannot read: {exc}") from exc
+            docs = load_yaml_documents(base_path.read_bytes())
+        except (OSError, ManifestYamlError) as exc:
+            raise SweepError(f"{path}: base {base_path}: cannot read: {exc}") from None
         if len(docs) != 1:
             raise SweepError(f"{path}: base {base_path} must hold exactly one EmpoRun, found {len(docs)} documents")
         base = docs[0]
@@ -177,10 +188,11 @@ def _dump(doc: dict[str, Any]) -> str:
 
 def _generated_by(path: Path, sweep: str) -> bool:
     try:
-        doc = yaml.safe_load(path.read_text())
-    except (OSError, yaml.YAMLError):
-        return False
-    labels = doc.get("metadata", {}).get("labels", {}) if isinstance(doc, dict) else {}
+        docs = load_yaml_documents(path.read_bytes())
+    except (OSError, ManifestYamlError):
+        return False  # not ours to delete
+    meta = docs[0].get("metadata") if len(docs) == 1 and isinstance(docs[0], dict) else None
+    labels = meta.get("labels") if isinstance(meta, dict) else None
     return isinstance(labels, dict) and labels.get(SWEEP_LABEL) == sweep
 
 

@@ -7,16 +7,16 @@ the models add what a schema cannot say. Every error names its file, document an
 from __future__ import annotations
 
 import argparse
-import re
+import functools
 import sys
 from pathlib import Path
 from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from . import schema_check
 from .crd import openapi_schema
+from .manifest_yaml import KubeYamlLoader, ManifestYamlError, load_yaml_documents, shorten  # noqa: F401 (re-exported)
 from .models import API_VERSION, KIND, EmpoRun
 
 
@@ -35,18 +35,24 @@ def model_errors(exc: ValidationError) -> list[FieldError]:
             msg = "required field is missing"
         elif "input" in err and err["type"] not in ("model_type",) and not isinstance(err["input"], (dict, list)) \
                 and repr(err["input"]) not in msg:
-            msg = f"{msg} (got {err['input']!r})"
+            msg = f"{msg} (got {shorten(repr(err['input']))})"
         errors.append(FieldError(schema_check.field_path(loc), msg))
     return errors
+
+
+@functools.lru_cache(maxsize=1)
+def _openapi_schema() -> dict[str, Any]:
+    return openapi_schema()  # generating it takes longer than checking a manifest against it
 
 
 def validate_manifest(doc: Any) -> list[FieldError]:
     """All errors of one EmpoRun manifest; [] when the API server and the operator would accept it."""
     if not isinstance(doc, dict):
         return [FieldError("", f"expected a mapping (an EmpoRun manifest), got {type(doc).__name__}")]
-    if doc.get("apiVersion") != API_VERSION or doc.get("kind") != KIND:
-        return [FieldError("kind", f"expected apiVersion {API_VERSION} and kind {KIND}, "
-                                   f"got {doc.get('apiVersion')!r} {doc.get('kind')!r}")]
+    wrong = [FieldError(key, f"expected {want}, got {shorten(repr(doc.get(key)))}")
+             for key, want in (("apiVersion", API_VERSION), ("kind", KIND)) if doc.get(key) != want]
+    if wrong:
+        return wrong
     errors: list[FieldError] = []
     seen = set()
     try:
@@ -55,28 +61,22 @@ def validate_manifest(doc: Any) -> list[FieldError]:
         for e in model_errors(exc):
             errors.append(e)
             seen.add(e.path)
-    for e in schema_check.check(doc, openapi_schema()):
+    for e in schema_check.check(doc, _openapi_schema()):
         # The model already explained this field (usually better); report schema-only findings.
         if not any(e.path == p or e.path.startswith(p + ".") or e.path.startswith(p + "[") for p in seen):
             errors.append(e)
     return errors
 
 
-class KubeYamlLoader(yaml.SafeLoader):
-    """YAML as kubectl reads it: `1e-06` (how kustomize and Go write small floats) is a number.
-    PyYAML follows YAML 1.1, where a float needs a dot, and would hand the models a string."""
-
-
-KubeYamlLoader.add_implicit_resolver(
-    "tag:yaml.org,2002:float", re.compile(r"^[-+]?[0-9]+[eE][-+]?[0-9]+$"), list("-+0123456789"))
-
-
-def load_yaml_documents(text: str) -> list[Any]:
-    return [d for d in yaml.load_all(text, Loader=KubeYamlLoader) if d is not None]
-
-
 def load_documents(path: Path) -> list[Any]:
-    return load_yaml_documents(sys.stdin.read() if str(path) == "-" else path.read_text())
+    """The documents of a manifest file (- for stdin); OSError or ManifestYamlError otherwise."""
+    return load_yaml_documents(sys.stdin.buffer.read() if str(path) == "-" else path.read_bytes())
+
+
+def _name(doc: Any) -> str | None:
+    meta = doc.get("metadata") if isinstance(doc, dict) else None
+    name = meta.get("name") if isinstance(meta, dict) else None
+    return shorten(name, 63) if isinstance(name, str) else None
 
 
 def validate_files(paths: list[Path], out=sys.stdout) -> int:
@@ -85,13 +85,16 @@ def validate_files(paths: list[Path], out=sys.stdout) -> int:
     for path in paths:
         try:
             docs = load_documents(path)
-        except (OSError, yaml.YAMLError) as exc:
-            print(f"{path}: cannot read: {exc}", file=out)
+        except (OSError, ManifestYamlError) as exc:
+            print(f"{path}: cannot read: {exc.strerror if isinstance(exc, OSError) and exc.strerror else exc}", file=out)
             count += 1
             continue
+        if not docs:
+            print(f"{path}: no manifest in the file (it is empty or holds only null documents)", file=out)
+            count += 1
         for i, doc in enumerate(docs):
             where = f"{path}" + (f"#{i}" if len(docs) > 1 else "")
-            name = doc.get("metadata", {}).get("name") if isinstance(doc, dict) else None
+            name = _name(doc)
             errors = validate_manifest(doc)
             for e in errors:
                 print(f"{where} ({name}): {e}" if name else f"{where}: {e}", file=out)

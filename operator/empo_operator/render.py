@@ -13,7 +13,8 @@ from typing import Any
 
 import yaml
 
-from empo_api.validate import load_documents
+from empo_api.cli_errors import non_negative_int
+from empo_api.validate import load_documents, validate_manifest
 
 from .builders import build_children
 from .lifecycle import validate_run
@@ -22,6 +23,9 @@ from .settings import SettingsError, from_env
 
 def render(manifest: dict[str, Any], attempt: int = 0) -> list[dict[str, Any]]:
     """The children of one EmpoRun manifest; ValueError naming the fields when it is invalid."""
+    errors = validate_manifest(manifest)  # all of it, labels included: the API server would see them
+    if errors:
+        raise ValueError("invalid EmpoRun: " + "; ".join(str(e) for e in errors[:20]))
     settings = from_env()
     run, problem = validate_run(manifest, settings)
     if run is None:
@@ -35,7 +39,7 @@ def render(manifest: dict[str, Any], attempt: int = 0) -> list[dict[str, Any]]:
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", type=Path, help="EmpoRun manifest (YAML; - for stdin)")
-    parser.add_argument("--attempt", type=int, default=0, help="restart attempt to render (0 = the first)")
+    parser.add_argument("--attempt", type=non_negative_int, default=0, help="restart attempt to render (0 = the first)")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -43,7 +47,7 @@ def run(args: argparse.Namespace) -> int:
         docs = load_documents(args.file)
         out: list[dict[str, Any]] = []
         for doc in docs:
-            if isinstance(doc, dict) and doc.get("metadata") and not doc["metadata"].get("namespace"):
+            if isinstance(doc, dict) and isinstance(doc.get("metadata"), dict) and not doc["metadata"].get("namespace"):
                 doc["metadata"]["namespace"] = "default"
             out.extend(render(doc, args.attempt))
     except (OSError, yaml.YAMLError, ValueError, SettingsError) as exc:

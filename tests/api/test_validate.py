@@ -104,7 +104,10 @@ def test_cli_exit_codes_and_messages(tmp_path):
 
 def test_wrong_kind_is_refused():
     errors = validate_manifest({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "x"}})
-    assert errors and "EmpoRun" in errors[0].message
+    assert {e.path: e.message for e in errors} == {"apiVersion": "expected empo.dev/v1alpha1, got 'v1'",
+                                                   "kind": "expected EmpoRun, got 'ConfigMap'"}
+    # a wrong apiVersion alone is reported under apiVersion, not kind
+    assert [e.path for e in validate_manifest({**BASE, "apiVersion": "empo.dev/v1"})] == ["apiVersion"]
 
 
 def test_exponent_floats_read_as_numbers_like_kubectl():

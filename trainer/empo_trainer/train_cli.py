@@ -8,21 +8,27 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
+from empo_api.cli_errors import positive_int
 from empo_api.models import EmpoRun
-from empo_api.validate import load_yaml_documents, model_errors
+from empo_api.validate import ManifestYamlError, load_documents, model_errors
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("manifest", type=Path, help="an EmpoRun manifest (the file kubectl would apply)")
     parser.add_argument("--output", help="storage URI or folder for this run (overrides spec.storage.uri)")
-    parser.add_argument("--steps", type=int, help="stop after this many optimizer steps (overrides the spec)")
+    parser.add_argument("--steps", type=positive_int, help="stop after this many optimizer steps (overrides the spec)")
     parser.add_argument("--fresh", action="store_true", help="ignore existing checkpoints and start from step 0")
-    parser.add_argument("--num-cpus", type=int, help="CPUs for the local Ray (default: all)")
+    parser.add_argument("--num-cpus", type=positive_int, help="CPUs for the local Ray (default: all)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar (logs only)")
 
 
 def load_run(path: Path, output: str | None = None) -> EmpoRun:
-    docs = load_yaml_documents(path.read_text())
+    try:
+        docs = load_documents(path)
+    except OSError as exc:
+        raise SystemExit(f"{path}: cannot read: {exc.strerror or exc}") from None
+    except ManifestYamlError as exc:
+        raise SystemExit(f"{path}: {exc}") from None
     runs = [d for d in docs if isinstance(d, dict) and d.get("kind") == "EmpoRun"]
     if len(runs) != 1:
         raise SystemExit(f"{path}: expected exactly one EmpoRun document, found {len(runs)}")

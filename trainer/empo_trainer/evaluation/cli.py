@@ -14,6 +14,7 @@ import json
 import sys
 from pathlib import Path
 
+from empo_api.cli_errors import positive_int
 from empo_api.models import PAPER_MATH_BENCHMARKS, EvalSpec, PromptSpec
 
 
@@ -29,11 +30,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--temperature", type=float, default=None,
                         help="sampling temperature (default 0 = greedy for k = 1, 0.6 for k > 1)")
     parser.add_argument("--max-new-tokens", type=int, default=3000, help="generation budget per answer")
-    parser.add_argument("--max-prompt-length", type=int, default=1024, help="prompt tokens kept (from the end)")
+    parser.add_argument("--max-prompt-length", type=positive_int, default=1024, help="prompt tokens kept (from the end)")
     parser.add_argument("--backend", choices=["auto", "transformers", "vllm"], default="auto",
                         help="sampler backend; auto: vLLM when a GPU and vllm are present, else transformers")
-    parser.add_argument("--dtype", default="auto", help="weights dtype (auto: bfloat16 on GPU, float32 on CPU)")
-    parser.add_argument("--batch-size", type=int, default=32, help="questions per generate() call")
+    parser.add_argument("--dtype", default="auto", choices=["auto", "bfloat16", "float16", "float32"], help="weights dtype (auto: bfloat16 on GPU, float32 on CPU)")
+    parser.add_argument("--batch-size", type=positive_int, default=32, help="questions per generate() call")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--system", default=None, help="system prompt (default: the EMPO paper's; '' for none)")
     parser.add_argument("--user-template", default=None, help="user template with {question} (default: the paper's)")
@@ -80,6 +81,17 @@ def make_eval_sampler(model_path: str, backend: str, dtype: str, max_prompt_leng
     return TransformersSampler(model_path, dtype=dtype, max_prompt_length=max_prompt_length)
 
 
+def _check_writable(path: Path) -> None:
+    import errno
+    import os
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "is a folder")
+    if not os.access(path if path.exists() else path.parent, os.W_OK):
+        raise PermissionError(errno.EACCES, "not writable")
+
+
 def run(args: argparse.Namespace) -> int:
     from pydantic import ValidationError
 
@@ -93,6 +105,11 @@ def run(args: argparse.Namespace) -> int:
         for b in eval_spec.benchmarks:  # fail on a typo before loading a model
             parse_benchmark_arg(b)
         model_path = resolve(args.model)
+        if args.out:  # find an unwritable --out now, not after the whole evaluation
+            _check_writable(args.out)
+    except OSError as exc:
+        print(f"empo eval: --out {args.out}: {exc.strerror or exc}", file=sys.stderr)
+        return 2
     except (ValidationError, BenchmarkError, ModelSourceError) as exc:
         print(f"empo eval: {exc}", file=sys.stderr)
         return 2

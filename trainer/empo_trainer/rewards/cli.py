@@ -31,10 +31,15 @@ def load_spec(path: str | None, task: str | None, reward: str | None, clustering
     """The spec of --spec (a manifest or a bare spec), or the defaults, with the command-line overrides."""
     data: dict[str, Any] = {"model": {"source": "unused"}, "dataset": {"uri": "unused"}}
     if path:
-        doc = yaml.safe_load(Path(path).read_text())
+        from empo_api.manifest_yaml import load_yaml_documents
+
+        docs = load_yaml_documents(Path(path).read_bytes())
+        doc = docs[0] if len(docs) == 1 else None
         if not isinstance(doc, dict):
-            raise ValueError(f"{path}: expected an EmpoRun manifest or its spec (a mapping)")
+            raise ValueError(f"{path}: expected one EmpoRun manifest or its spec (a mapping)")
         data = doc.get("spec", doc) if doc.get("kind") == "EmpoRun" or "spec" in doc else doc
+        if not isinstance(data, dict):
+            raise ValueError(f"{path}: spec: expected a mapping, got {type(data).__name__}")
     data = json.loads(json.dumps(data))  # a private copy to apply the overrides to
     if task:
         data["task"] = task
@@ -57,6 +62,8 @@ def _records(stream, name: str):
             record = json.loads(line)
         except json.JSONDecodeError as exc:
             raise ValueError(f"{where}: not JSON ({exc.msg})") from None
+        except RecursionError:
+            raise ValueError(f"{where}: JSON nested too deeply") from None
         completions = record.get("completions") if isinstance(record, dict) else None
         if not isinstance(completions, list) or not completions or not all(isinstance(c, str) for c in completions):
             raise ValueError(f"{where}: 'completions' must be a non-empty list of strings")

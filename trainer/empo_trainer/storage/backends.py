@@ -89,7 +89,15 @@ class LocalBackend:
         return str(self._path(key))
 
     def check(self) -> None:
-        self.root.mkdir(parents=True, exist_ok=True)
+        """The run folder exists (created) and is writable, or a StorageError saying why not."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StorageError(f"cannot create the run folder {self.root_uri}: {exc.strerror or exc} "
+                               "(is a parent a file? check storage.uri or --output)", self.root_uri) from None
+        if not os.access(self.root, os.W_OK | os.X_OK):
+            raise StorageError(f"the run folder {self.root_uri} is not writable by this user; "
+                               "choose another storage.uri or --output", self.root_uri)
 
     def _atomic_write(self, dest: Path, write) -> None:
         dest.parent.mkdir(parents=True, exist_ok=True)

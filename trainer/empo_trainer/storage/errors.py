@@ -26,6 +26,11 @@ class StorageError(Exception):
         super().__init__(message)
         self.uri = uri
 
+    def __reduce__(self):
+        # Raised in the learner actor, re-raised in the driver: Ray pickles it on the way, and the
+        # default reduce (cls(*args)) would drop `uri` and fail, so the user saw Ray's wrapper instead.
+        return (type(self), (str(self), self.uri))
+
 
 class InvalidCredentialsError(StorageError):
     """Missing, unknown, expired or wrongly signed credentials."""
