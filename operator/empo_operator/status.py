@@ -15,6 +15,7 @@ Transitions (first matching row wins; "-" is any):
 | no RayJob                                            | false   | > 0           | Restarting   | BackingOff         |
 | Complete (SUCCEEDED)                                 | -       | -             | Succeeded    | Succeeded          |
 | ValidationFailed                                     | -       | -             | Failed       | ValidationFailed   |
+| Failed with reason DeadlineExceeded                  | -       | -             | Failed       | DeadlineExceeded   |
 | Failed, or Complete (FAILED / STOPPED)               | -       | < maxRestarts | Restarting   | AttemptFailed      |
 | Failed, or Complete (FAILED / STOPPED)               | -       | = maxRestarts | Failed       | RestartsExhausted  |
 | Retrying                                             | -       | -             | Restarting   | Retrying           |
@@ -128,6 +129,10 @@ def verdict(obs: Observation, old_phase: str | None) -> Verdict:
         return Verdict(FAILED, "ValidationFailed", f"KubeRay rejected RayJob {name}: {detail or 'no detail'}")
     if deployment == "Failed" or (deployment == "Complete" and job in _FAILED_JOB):
         why = f"RayJob {name} failed" + (f": {detail}" if detail else f" (job {job or 'unknown'})")
+        if (obs.rayjob.get("status") or {}).get("reason") == "DeadlineExceeded":
+            # activeDeadlineSeconds bounds the run; another attempt would only exceed it again
+            # (KubeRay does not retry it either).
+            return Verdict(FAILED, "DeadlineExceeded", f"{why}; not retried (activeDeadlineSeconds)")
         if obs.restarts < obs.max_restarts:
             return Verdict(RESTARTING, "AttemptFailed",
                            f"{why}; restart {obs.restarts + 1} of {obs.max_restarts}", restart=True)

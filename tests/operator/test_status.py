@@ -23,7 +23,7 @@ def rj(deployment=None, job=None, **extra):
     (Observation(rj("Failed", "FAILED", reason="AppFailed"), restarts=0, max_restarts=2), "Running", "Restarting", "AttemptFailed", True),
     (Observation(rj("Complete", "STOPPED"), restarts=1, max_restarts=2), "Running", "Restarting", "AttemptFailed", True),
     (Observation(rj("Failed", "FAILED"), restarts=2, max_restarts=2), "Running", "Failed", "RestartsExhausted", False),
-    (Observation(rj("Failed", reason="DeadlineExceeded"), max_restarts=0), "Running", "Failed", "RestartsExhausted", False),
+    (Observation(rj("Failed", reason="DeadlineExceeded"), max_restarts=3), "Running", "Failed", "DeadlineExceeded", False),
     (Observation(rj("Retrying")), "Running", "Restarting", "Retrying", False),
     (Observation(rj("Suspended"), suspend=True), "Running", "Suspended", "Suspended", False),
     (Observation(rj("Suspending"), suspend=True), "Running", "Suspended", "Suspended", False),
