@@ -106,6 +106,11 @@ def _immutable(field: str) -> dict[str, Any]:
 # ---------------------------------------------------------------------------------------------
 
 
+class SecretKeyRef(_Model):
+    name: str = Field(pattern=DNS_LABEL, max_length=253, description="Secret in the EmpoRun's namespace.")
+    key: str = Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$", description="Key in the Secret.")
+
+
 class Dtype(str, Enum):
     auto = "auto"
     bfloat16 = "bfloat16"
@@ -128,6 +133,9 @@ class ModelSpec(_Model):
     revision: str | None = Field(None, description="Git revision (branch, tag or commit) of a Hugging Face model.")
     dtype: Dtype = Field(Dtype.bfloat16, description="Weights dtype for sampling and learning.")
     trust_remote_code: bool = Field(False, description="Allow model code from the model repository to run.")
+    token_secret_ref: SecretKeyRef | None = Field(
+        None, description="Secret key holding HF_TOKEN, for gated or private Hugging Face models. Only the driver, "
+        "which stages the model once into the run's storage, gets it; the worker pods read the staged copy.")
 
     @field_validator("source")
     @classmethod
@@ -540,6 +548,44 @@ class EvalSpec(_Model):
         return v
 
 
+class MlflowSpec(_Model):
+    tracking_uri: str = Field(
+        min_length=1,
+        description="MLflow tracking server (http(s)://host:port), or a file store (file:///path, or a local "
+        "folder for `empo train`). The run logs the spec as params, every step's metrics and report.html.",
+    )
+    experiment: str | None = Field(None, min_length=1, max_length=256, description="MLflow experiment (default: the EmpoRun's namespace).")
+
+    @field_validator("tracking_uri")
+    @classmethod
+    def _tracking_uri_shape(cls, v: str) -> str:
+        if "://" in v and "@" in v.split("://", 1)[1].split("/", 1)[0]:
+            raise ValueError("must not carry credentials (user:password@); the URI lands in a ConfigMap")
+        if "://" in v and not re.match(r"^(https?|file)://", v):
+            raise ValueError(f"'{v[:80]}': allowed are http(s)://host[:port], file:///path or a local folder")
+        return v
+
+
+class WandbMode(str, Enum):
+    online = "online"
+    offline = "offline"
+
+
+class WandbSpec(_Model):
+    project: str = Field(min_length=1, max_length=128, description="W&B project.")
+    entity: str | None = Field(None, min_length=1, max_length=128, description="W&B entity (team or user).")
+    mode: WandbMode = Field(
+        WandbMode.online, description="online sends as it goes; offline writes the run under <run>/wandb/ for `wandb sync`.")
+    api_key_secret_ref: SecretKeyRef | None = Field(
+        None, description="Secret key holding WANDB_API_KEY (online mode on a cluster); passed as environment, never read by the operator.")
+
+
+class TrackingSpec(_Model):
+    tensorboard: bool = Field(False, description="Write TensorBoard event files under <run>/tensorboard/ (next to metrics.jsonl).")
+    mlflow: MlflowSpec | None = Field(None, description="Log the run to MLflow.")
+    wandb: WandbSpec | None = Field(None, description="Log the run to Weights & Biases.")
+
+
 class EmpoRunSpec(_Model):
     model_config = ConfigDict(
         json_schema_extra=_schema_extra(
@@ -563,6 +609,8 @@ class EmpoRunSpec(_Model):
     ray: RaySpec = Field(default_factory=RaySpec, description="The Ray cluster KubeRay creates.")
     storage: StorageSpec = Field(default_factory=StorageSpec, description="Checkpoints, metrics and reports.")
     eval: EvalSpec = Field(default_factory=EvalSpec, description="Held-out evaluation.")
+    tracking: TrackingSpec = Field(
+        default_factory=TrackingSpec, description="Experiment tracking: TensorBoard, MLflow, Weights & Biases.")
     suspend: bool = Field(False, description="true frees the Ray cluster; false again resumes from the latest checkpoint.")
     max_restarts: int = Field(3, ge=0, le=100, description="Failed attempts retried (each resumes from the latest checkpoint).")
     active_deadline_seconds: int | None = Field(None, ge=1, le=INT32_MAX, description="Fail an attempt that runs longer than this.")
