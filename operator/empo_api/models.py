@@ -728,6 +728,7 @@ class EmpoRunStatus(_Model):
     job_deployment_status: str | None = Field(None, description="KubeRay jobDeploymentStatus, mirrored.")
     job_status: str | None = Field(None, description="Ray job status, mirrored.")
     restarts: int = Field(0, ge=0, description="Attempts restarted after a failure.")
+    next_attempt_time: str | None = Field(None, description="When the next attempt starts, while a restart backs off (RFC 3339).")
     start_time: str | None = Field(None, description="When the first attempt started (RFC 3339).")
     completion_time: str | None = Field(None, description="When the run ended (RFC 3339).")
     step_progress: str | None = Field(None, description="step/totalSteps, for kubectl get.")

@@ -26,6 +26,7 @@ KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
 # (<job>-<5 chars>) and its head Service (<cluster>-head-svc) names from it, and those must stay
 # within 63.
 RAYJOB_NAME_MAX = 47
+UID_PLACEHOLDER = "00000"
 # Role, ServiceAccount, ConfigMap names may be DNS subdomains (253); run names are <= 63.
 NAME_MAX = 253
 
@@ -40,7 +41,11 @@ GPU_RESOURCE = "nvidia.com/gpu"
 
 
 class SpecError(ValueError):
-    """The spec cannot be turned into children (e.g. an operator default is invalid)."""
+    """The spec cannot be turned into children."""
+
+
+class DefaultsError(SpecError):
+    """The operator's own defaults cannot complete the spec (a setting to fix, not the run)."""
 
 
 def fit_name(base: str, suffix: str = "", limit: int = RAYJOB_NAME_MAX) -> str:
@@ -56,9 +61,33 @@ def fit_name(base: str, suffix: str = "", limit: int = RAYJOB_NAME_MAX) -> str:
     return f"{base[:keep].rstrip('-')}-{digest}{suffix}"
 
 
-def rayjob_name(run_name: str, attempt: int) -> str:
-    """The RayJob of attempt `attempt` (0 = the first): <run>, then <run>-r1, <run>-r2, ..."""
-    return fit_name(run_name, f"-r{attempt}" if attempt else "")
+def rayjob_name(run_name: str, uid: str, attempt: int) -> str:
+    """The RayJob of attempt `attempt` (0 = the first) of the run with this uid: <run>-<uid[:5]>-<attempt>.
+
+    Always two suffixes, so no run's RayJob can take the name of another run's (a run named
+    `x-r1` and attempt 1 of `x` did collide); the uid part keeps a run deleted and applied again
+    under the same name clear of its predecessor's RayJob while KubeRay's finalizer still holds it.
+    """
+    return fit_name(run_name, f"-{uid[:5]}-{attempt}")
+
+
+def run_uid(run: EmpoRun) -> str:
+    """The EmpoRun's uid (from the API server); a placeholder for `empo render`, which has none."""
+    return (run.metadata.model_extra or {}).get("uid") or UID_PLACEHOLDER
+
+
+def creation_waves(children: list[dict[str, Any]]) -> list[list[dict[str, Any]]]:
+    """Children grouped into waves created one after the other, each wave's objects concurrently.
+
+    A RoleBinding must come after its Role: the API server lets the operator bind a Role only if it
+    holds the Role's permissions itself, which it can check only once the Role exists. The RayJob
+    comes last, once what its pods mount and use exists.
+    """
+    order = {"ConfigMap": 0, "ServiceAccount": 0, "Role": 0, "RoleBinding": 1, "RayJob": 2}
+    waves: list[list[dict[str, Any]]] = [[] for _ in range(3)]
+    for child in children:
+        waves[order[child["kind"]]].append(child)
+    return [w for w in waves if w]
 
 
 def config_name(run_name: str) -> str:
@@ -92,7 +121,7 @@ def effective_spec(spec: EmpoRunSpec, settings: Settings) -> EmpoRunSpec:
     if not spec.storage.endpoint and settings.s3_endpoint and wire["storage"]["uri"].startswith("s3://"):
         wire["storage"]["endpoint"] = settings.s3_endpoint
     if "uri" not in spec.storage.model_fields_set and not settings.default_storage_uri:
-        raise SpecError("spec.storage.uri is unset and the operator has no default storage "
+        raise DefaultsError("spec.storage.uri is unset and the operator has no default storage "
                         "(Helm value storage.defaultUri): set spec.storage.uri to s3://bucket/prefix")
     if not wire["storage"]["uri"].startswith("s3://"):
         # The run's pods have no volume for it: checkpoints would die with the pod.
@@ -101,7 +130,7 @@ def effective_spec(spec: EmpoRunSpec, settings: Settings) -> EmpoRunSpec:
     try:
         return EmpoRunSpec.model_validate(wire)
     except ValueError as exc:
-        raise SpecError(f"an operator default (EMPO_TRAINER_IMAGE, EMPO_DEFAULT_STORAGE_URI or "
+        raise DefaultsError(f"an operator default (EMPO_TRAINER_IMAGE, EMPO_DEFAULT_STORAGE_URI or "
                         f"EMPO_S3_ENDPOINT) is not valid: {exc}") from exc
 
 
@@ -258,7 +287,7 @@ def build_rayjob(run: EmpoRun, settings: Settings, attempt: int = 0,
                  plan: PlacementPlan | None = None) -> dict[str, Any]:
     spec = effective_spec(run.spec, settings)
     plan = plan or plan_placement(spec)
-    meta = _meta(run, rayjob_name(run.name, attempt), "rayjob")
+    meta = _meta(run, rayjob_name(run.name, run_uid(run), attempt), "rayjob")
     meta["labels"][LABEL_ATTEMPT] = str(attempt)
     if spec.queue_name:
         meta["labels"][KUEUE_QUEUE_LABEL] = spec.queue_name

@@ -1,37 +1,77 @@
 """kopf handlers: gather inputs, call the pure functions, do the I/O. Nothing else lives here.
 
-- EmpoRun created or operator (re)started: create the children of the current attempt (409 on an
-  existing child is fine: no duplicates after a restart) and mirror the RayJob.
-- EmpoRun spec changed: refuse immutable changes (Stalled), else update the ConfigMap and the
-  RayJob's suspend.
-- RayJob changed: mirror it into the EmpoRun's status; on a failed attempt, delete it and start the
-  next one after a backoff, until maxRestarts.
+Level-triggered: `reconcile` brings one run's children and status in line with what it observes
+now, whatever woke it, and is safe to repeat. It is woken by:
+- the EmpoRun being created, resumed (operator start) or its spec changing: kopf retries these
+  handlers when they raise (an API error, a conflict);
+- a resync every EMPO_RESYNC_SECONDS over every live run the watch has shown: it repairs what no
+  event announced or an error left behind (a RayJob deleted by hand, a lost write, a backoff that
+  ended while the operator was down). One loop, not a kopf timer per run: kopf timers put a
+  finalizer on every run, and then no run could be deleted while the operator is down;
+- a RayJob of the run changing (the fast path: its errors are logged, the timer repairs);
+- the end of a restart backoff, whose time is kept in status.nextAttemptTime (so an operator
+  restart neither skips nor forgets it).
+
+A resync of a steady run costs no API request: the runs and RayJobs come from the operator's
+watches (memo.runs, memo.rayjobs), the ConfigMap is read only when the spec changed or an attempt
+starts, and the status is written only when it changes.
+
+Identity: children are found by name and accepted only if their ownerReference carries the run's
+uid; RayJob names carry the uid too (builders.rayjob_name), deletes carry a uid precondition and
+status writes the resourceVersion they were computed from (a conflict re-reads and recomputes).
 """
 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
+import concurrent.futures
 import datetime
 import logging
-from typing import Any
+import os
+from typing import Any, Callable
 
 import kopf
+from kubernetes.client.exceptions import ApiException
 
 from empo_api.models import API_VERSION, GROUP, PLURAL, VERSION, EmpoRun
 
 from . import builders, lifecycle, metrics
-from .kube import Kube
+from .kube import Kube, owner_uids
 from .settings import Settings, from_env
 from .status import TERMINAL, Event, Observation, Problem, next_status
 
 log = logging.getLogger(__name__)
 RAYJOB = ("ray.io/v1", "rayjobs")
 EMPORUN = (API_VERSION, PLURAL)
+NAME_TAKEN = "NameTaken"
+CONFLICT_RETRIES = 5
+# Decorator arguments are read at import; the entrypoint has validated the environment by then.
+RESYNC_SECONDS = float(os.environ.get("EMPO_RESYNC_SECONDS", "") or 30)
+API_THREADS = int(os.environ.get("EMPO_API_THREADS", "") or 32)
 
 
-def now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds").replace("+00:00", "Z")
+class Conflict(Exception):
+    """The run changed between our read and our write (the trainer's progress, a user's edit)."""
+
+
+def now() -> datetime.datetime:
+    return datetime.datetime.now(datetime.timezone.utc)
+
+
+def stamp(t: datetime.datetime) -> str:
+    return t.isoformat(timespec="seconds").replace("+00:00", "Z")
+
+
+def parse_time(value: str | None) -> datetime.datetime | None:
+    try:
+        return datetime.datetime.fromisoformat(value.replace("Z", "+00:00")) if value else None
+    except ValueError:
+        return None
+
+
+async def io(fn: Callable[..., Any], *args: Any) -> Any:
+    # The API client is blocking; asyncio.to_thread uses the loop's default executor, sized at startup.
+    return await asyncio.to_thread(fn, *args)
 
 
 @kopf.on.startup()
@@ -41,11 +81,42 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.persistence.diffbase_storage = kopf.AnnotationsDiffBaseStorage(prefix=GROUP)
     settings.posting.reporting_component = "empo-operator"
     settings.posting.level = logging.WARNING  # only our own kopf.event calls become Events
-    settings.execution.max_workers = 32  # API calls run in threads; many runs reconcile at once
+    # kopf's max_workers sizes its executor for sync handlers only; our handlers are async and
+    # call the API through asyncio.to_thread, which uses the loop's default executor.
+    asyncio.get_running_loop().set_default_executor(
+        concurrent.futures.ThreadPoolExecutor(max_workers=API_THREADS, thread_name_prefix="empo-api"))
     if "settings" not in memo:
         memo.settings = from_env()
     if "kube" not in memo:
-        memo.kube = await asyncio.to_thread(Kube)
+        memo.kube = await io(Kube)
+    memo.wakeups, memo.runs, memo.rayjobs = {}, {}, {}
+    memo.resync_task = asyncio.get_running_loop().create_task(_resync_forever(memo))
+
+
+@kopf.on.cleanup()
+async def stop_resync(memo: kopf.Memo, **_: Any) -> None:
+    task = memo.get("resync_task")
+    if task is not None:
+        task.cancel()
+
+
+async def _resync_forever(memo: kopf.Memo) -> None:
+    limit = asyncio.Semaphore(16)
+
+    async def one(key: tuple[str, str], body: dict[str, Any]) -> None:
+        async with limit:
+            try:
+                await reconcile(memo, key[0], key[1], body)
+            except Exception as exc:  # the next resync tries again
+                metrics.ERRORS.labels("resync").inc()
+                log.warning(f"{key[0]}/{key[1]}: resync failed: {exc!r}")
+
+    while True:
+        await asyncio.sleep(RESYNC_SECONDS)
+        live = [(k, b) for k, b in list(memo.runs.items())
+                if (b.get("status") or {}).get("phase") not in TERMINAL]
+        metrics.RECONCILES.labels("resync").inc(len(live))
+        await asyncio.gather(*(one(k, b) for k, b in live))
 
 
 def _post(body: Any, events: list[Event]) -> None:
@@ -53,148 +124,234 @@ def _post(body: Any, events: list[Event]) -> None:
         kopf.event(body, type=e.type, reason=e.reason, message=e.message[:1024])
 
 
-def _observation(run_body: Any, rayjob: dict[str, Any] | None, rayjob_name: str | None,
-                 problem: Problem | None = None, restarts: int | None = None) -> Observation:
-    spec = run_body.get("spec") or {}
-    status = run_body.get("status") or {}
-    return Observation(
-        rayjob=rayjob,
-        rayjob_name=rayjob_name,
-        suspend=bool(spec.get("suspend", False)),
-        restarts=status.get("restarts", 0) if restarts is None else restarts,
-        max_restarts=int(spec.get("maxRestarts", 3)),
-        generation=(run_body.get("metadata") or {}).get("generation"),
-        problem=problem if problem is not None else lifecycle.standing_problem(status),
-        queued=bool(spec.get("queueName")),
-    )
+async def _ensure(kube: Kube, obj: dict[str, Any], uid: str) -> tuple[dict[str, Any] | None, bool]:
+    """Create `obj` unless the run owns it already: (object, created?); (None, False) when another
+    object holds the name. A child of a deleted run with the same name makes us wait: the garbage
+    collector removes it (after KubeRay's finalizer, for a RayJob)."""
+    found, created = await io(kube.create, obj)
+    if created or uid in owner_uids(found):
+        return found, created
+    meta = found.get("metadata") or {}
+    predecessor = any(r.get("kind") == "EmpoRun" and r.get("name") == obj["metadata"]["labels"][builders.LABEL_RUN]
+                      for r in meta.get("ownerReferences") or [])
+    if predecessor or meta.get("deletionTimestamp"):
+        raise kopf.TemporaryError(f"{obj['kind']} {meta.get('name')} of a deleted run of the same name is "
+                                  f"still being deleted; waiting", delay=5)
+    return None, False
 
 
-async def _create_rayjob(kube: Kube, owner: Any, run: EmpoRun, settings: Settings, attempt: int
-                         ) -> dict[str, Any]:
-    rayjob = builders.build_rayjob(run, settings, attempt)
-    kopf.adopt(rayjob, owner=owner)
-    obj, created = await asyncio.to_thread(kube.create, rayjob)
-    if created:
-        metrics.RAYJOBS_CREATED.inc()
-    return obj
+async def _write_status(kube: Kube, run: dict[str, Any], patch: dict[str, Any]) -> None:
+    meta = run["metadata"]
+    try:
+        await io(kube.patch, *EMPORUN, meta["namespace"], meta["name"], {"status": patch}, "status",
+                 meta.get("resourceVersion"))
+    except ApiException as exc:
+        if exc.status == 409:
+            raise Conflict() from exc
+        raise
 
 
-@kopf.on.resume(GROUP, VERSION, PLURAL)
-@kopf.on.create(GROUP, VERSION, PLURAL)
-@metrics.instrumented
-async def reconcile_run(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
-    settings: Settings = memo.settings
-    kube: Kube = memo.kube
-    status = dict(body.get("status") or {})
-    run, problem = lifecycle.validate_run(body, settings)
-    if run is None:
-        # Record and return: kopf does not retry a handler that returned, so no retry storm.
-        upd = next_status(status, Observation(None, invalid_at_creation=True, problem=problem,
-                                              generation=body.meta.get("generation")), now())
-        if lifecycle.status_changed(status, upd.patch):
-            patch.status.update(upd.patch)
-            _post(body, upd.events)
+def _wake_later(memo: kopf.Memo, namespace: str, name: str, delay: float) -> None:
+    """Reconcile once the backoff ends (the timer would too, up to RESYNC_SECONDS later)."""
+    key = (namespace, name)
+    if key in memo.wakeups:
+        memo.wakeups[key].cancel()
+
+    async def wake() -> None:
+        await asyncio.sleep(delay)
+        memo.wakeups.pop(key, None)
+        try:
+            await reconcile(memo, namespace, name)
+        except Exception as exc:  # the timer repairs what this could not
+            log.warning(f"{namespace}/{name}: reconcile after backoff failed: {exc!r}")
+
+    memo.wakeups[key] = asyncio.get_running_loop().create_task(wake())
+
+
+async def reconcile(memo: kopf.Memo, namespace: str, name: str, body: dict[str, Any] | None = None) -> None:
+    """Reconcile one run, re-reading it when a write finds it changed since it was read."""
+    for _ in range(CONFLICT_RETRIES):
+        run = body if body is not None else await io(memo.kube.get, *EMPORUN, namespace, name)
+        body = None
+        if run is None or (run.get("metadata") or {}).get("deletionTimestamp"):
+            return  # the run is gone; the garbage collector takes its children
+        try:
+            delay = await _reconcile(memo.kube, memo.settings, run, memo.rayjobs)
+        except Conflict:
+            continue
+        if delay is not None:
+            _wake_later(memo, namespace, name, delay)
         return
+    raise kopf.TemporaryError(f"{namespace}/{name} kept changing while being reconciled", delay=1)
+
+
+async def _reconcile(kube: Kube, settings: Settings, run: dict[str, Any],
+                     rayjobs: dict[tuple[str, str], dict[str, Any]]) -> float | None:
+    """One pass; returns the seconds until a backoff ends when the run waits for one."""
+    meta = run["metadata"]
+    namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
+    status = dict(run.get("status") or {})
     if status.get("phase") in TERMINAL:
-        return  # a finished run's RayJob may be gone (TTL); never start it again
+        return None  # a finished run's RayJob may be gone; never start it again
+    spec = run.get("spec") or {}
     attempt = int(status.get("restarts", 0))
-    children = builders.build_children(run, settings, attempt)
-    kopf.adopt(children, owner=body)
-    # ConfigMap, ServiceAccount, Role, RoleBinding together; the RayJob once what it uses exists.
-    await asyncio.gather(*(asyncio.to_thread(kube.create, child) for child in children[:-1]))
-    if attempt:  # resumed during a restart's backoff: the failed attempt goes, the next one starts
-        await asyncio.to_thread(kube.delete, *RAYJOB, run.namespace, builders.rayjob_name(run.name, attempt - 1))
-    _, created = await asyncio.to_thread(kube.create, children[-1])
-    if created:
-        metrics.RAYJOBS_CREATED.inc()
-    # No status write here: the RayJob's watch event (ADDED now, or the initial listing after an
-    # operator restart) reaches rayjob_changed, the one writer of the mirrored status. A second
-    # writer here could land its older view after a fast failure and undo a restart.
+    rj_name = builders.rayjob_name(name, uid, attempt)
+
+    rayjob = rayjobs.get((namespace, rj_name)) or await io(kube.get, *RAYJOB, namespace, rj_name)
+    steady = rayjob is not None and meta.get("generation") == status.get("observedGeneration") \
+        and status.get("rayJobName") == rj_name
+    if steady:  # nothing the ConfigMap could change: the spec was judged at this generation
+        cm, accepted, effective, problem = None, None, settings, lifecycle.standing_problem(status)
+        model = None if problem else lifecycle.parse_run(run)
+    else:
+        cm = await io(kube.get, "v1", "configmaps", namespace, builders.config_name(name))
+        if cm is not None and uid not in owner_uids(cm):
+            cm = None  # a predecessor's: _ensure waits for it to go
+        accepted = lifecycle.accepted_spec(cm)
+        effective = lifecycle.pinned(settings, accepted)
+        model, problem = lifecycle.validate_run(run, effective)
+        if model is not None:
+            problem = lifecycle.refused_change(model, accepted, settings)
+    if model is None and not steady and accepted is None and problem is not None and problem.permanent:
+        # Never started and never can: record it once; kopf does not retry a handler that returns.
+        upd = next_status(status, Observation(None, invalid_at_creation=True, problem=problem,
+                                              generation=meta.get("generation")), stamp(now()))
+        if lifecycle.status_changed(status, upd.patch):
+            await _write_status(kube, run, upd.patch)
+            _post(run, upd.events)
+        return None
+
+    if rayjob is not None and uid not in owner_uids(rayjob):
+        rayjob, problem = None, Problem(NAME_TAKEN, f"RayJob {rj_name} exists and is not this run's", permanent=False)
+    due = parse_time(status.get("nextAttemptTime"))
+    wait = (due - now()).total_seconds() if due else 0.0
+    if problem is None and model is not None:
+        if accepted is not None and cm is not None:
+            data = builders.build_configmap(model, effective)["data"]
+            if data != cm.get("data"):  # mutable fields (eval, checkpointing) reach the trainer
+                await io(kube.patch, "v1", "configmaps", namespace, cm["metadata"]["name"], {"data": data})
+        if rayjob is None and wait <= 0:
+            rayjob = await _start_attempt(kube, run, model, effective, attempt)
+        elif rayjob is not None:
+            await _sync_rayjob(kube, rayjob, model)
+
+    obs = Observation(rayjob=rayjob, rayjob_name=rj_name, suspend=bool(spec.get("suspend", False)),
+                      restarts=attempt, max_restarts=int(spec.get("maxRestarts", 3)),
+                      generation=meta.get("generation"), problem=problem, queued=bool(spec.get("queueName")))
+    upd = next_status(status, obs, stamp(now()))
+    patch, events = dict(upd.patch), list(upd.events)
+    if rayjob is not None and status.get("nextAttemptTime"):
+        patch["nextAttemptTime"] = None
+    if upd.verdict is not None and upd.verdict.restart:
+        # The failed attempt goes (its cluster frees the GPUs during the backoff); the next one is
+        # due after the backoff, a time kept in status.
+        delay = lifecycle.backoff_seconds(attempt + 1, settings.restart_backoff_seconds,
+                                          settings.restart_backoff_max_seconds)
+        following = next_status({**status, **patch}, Observation(
+            None, builders.rayjob_name(name, uid, attempt + 1), suspend=obs.suspend, restarts=attempt + 1,
+            max_restarts=obs.max_restarts, generation=obs.generation, queued=obs.queued), stamp(now()))
+        patch.update(following.patch)
+        patch["nextAttemptTime"] = stamp(now() + datetime.timedelta(seconds=delay))
+        events += following.events
+        await _write_status(kube, run, patch)
+        _post(run, events)
+        metrics.RESTARTS.inc()
+        await io(kube.delete, *RAYJOB, namespace, rj_name, rayjob["metadata"].get("uid"))
+        log.info(f"attempt {attempt} of {namespace}/{name} failed; attempt {attempt + 1} in {delay:.0f}s")
+        return delay
+    if lifecycle.status_changed(status, patch):
+        await _write_status(kube, run, patch)
+        _post(run, events)
+    return wait if rayjob is None and wait > 0 else None
 
 
-@kopf.on.update(GROUP, VERSION, PLURAL, field="spec")
+async def _start_attempt(kube: Kube, run: dict[str, Any], model: EmpoRun, settings: Settings,
+                         attempt: int) -> dict[str, Any] | None:
+    """Create what attempt `attempt` needs, in waves (builders.creation_waves); its RayJob, or None
+    when another object holds a name."""
+    uid = run["metadata"]["uid"]
+    children = builders.build_children(model, settings, attempt)
+    kopf.adopt(children, owner=run)
+    rayjob = None
+    for wave in builders.creation_waves(children):
+        results = await asyncio.gather(*(_ensure(kube, child, uid) for child in wave))
+        for child, (obj, created) in zip(wave, results):
+            if child["kind"] == "RayJob":
+                rayjob = obj
+                if created:
+                    metrics.RAYJOBS_CREATED.inc()
+    if attempt:  # a failed attempt whose delete was lost (an error, an operator restart)
+        previous = builders.rayjob_name(model.name, uid, attempt - 1)
+        old = await io(kube.get, *RAYJOB, model.namespace, previous)
+        if old is not None and uid in owner_uids(old):
+            await io(kube.delete, *RAYJOB, model.namespace, previous, old["metadata"]["uid"])
+    return rayjob
+
+
+async def _sync_rayjob(kube: Kube, rayjob: dict[str, Any], model: EmpoRun) -> None:
+    """The RayJob's mutable parts follow the spec: suspend, and Kueue's queue label."""
+    meta, rj_spec = rayjob["metadata"], rayjob.get("spec") or {}
+    patch: dict[str, Any] = {}
+    queue = model.spec.queue_name
+    if (meta.get("labels") or {}).get(builders.KUEUE_QUEUE_LABEL) != queue:
+        patch["metadata"] = {"labels": {builders.KUEUE_QUEUE_LABEL: queue}}  # None removes it
+    suspended = bool(rj_spec.get("suspend", False))
+    # Kueue unsuspends a queued RayJob when it admits it; lifting its suspend ourselves would start
+    # the cluster without a quota.
+    if model.spec.suspend and not suspended:
+        patch["spec"] = {"suspend": True}
+    elif not model.spec.suspend and suspended and not queue:
+        patch["spec"] = {"suspend": False}
+    if patch:
+        await io(kube.patch, *RAYJOB, meta["namespace"], meta["name"], patch)
+
+
+# ---------------------------------------------------------------------------------------------
+# what wakes reconcile
+# ---------------------------------------------------------------------------------------------
+
+
+@kopf.on.resume(GROUP, VERSION, PLURAL, backoff=5)
+@kopf.on.create(GROUP, VERSION, PLURAL, backoff=5)
 @metrics.instrumented
-async def spec_changed(body: kopf.Body, patch: kopf.Patch, memo: kopf.Memo, **_: Any) -> None:
-    settings: Settings = memo.settings
-    kube: Kube = memo.kube
-    name, namespace = body.meta["name"], body.meta["namespace"]
-    # The status as it is now (the event's copy may predate a restart that rayjob_changed wrote).
-    status = dict(((await asyncio.to_thread(kube.get, *EMPORUN, namespace, name)) or body).get("status") or {})
-    if status.get("phase") in TERMINAL:
-        return
-    rayjob_name = status.get("rayJobName") or builders.rayjob_name(name, int(status.get("restarts", 0)))
-    run, problem = lifecycle.validate_run(body, settings)
-    if run is not None:
-        cm = await asyncio.to_thread(kube.get, "v1", "configmaps", namespace, builders.config_name(name))
-        problem = lifecycle.refused_change(run, lifecycle.accepted_spec(cm), settings)
-    rayjob = await asyncio.to_thread(kube.get, *RAYJOB, namespace, rayjob_name)
-    if problem is None and run is not None:
-        # Mutable fields only: eval settings reach the trainer through the ConfigMap, suspend
-        # reaches KubeRay; the rest applies from the next attempt on.
-        cm_patch = {"data": builders.build_configmap(run, settings)["data"]}
-        await asyncio.to_thread(kube.patch, "v1", "configmaps", namespace, builders.config_name(name), cm_patch)
-    obs = _observation(body, rayjob, rayjob_name, problem=problem)
-    if problem is None:
-        obs = dataclasses.replace(obs, problem=None)  # an accepted spec clears an earlier refusal
-    upd = next_status(status, obs, now())
-    if lifecycle.status_changed(status, upd.patch):
-        # Written now, not through kopf's deferred patch: the RayJob event our suspend patch
-        # causes reads the run next and must see this (e.g. a Stalled refusal) already.
-        await asyncio.to_thread(kube.patch, *EMPORUN, namespace, name, {"status": upd.patch}, "status")
-        _post(body, upd.events)
-    if problem is None and run is not None and rayjob is not None \
-            and bool((rayjob.get("spec") or {}).get("suspend", False)) != run.spec.suspend:
-        await asyncio.to_thread(kube.patch, *RAYJOB, namespace, rayjob_name, {"spec": {"suspend": run.spec.suspend}})
+async def reconcile_run(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    await reconcile(memo, body.meta["namespace"], body.meta["name"], dict(body))
+
+
+@kopf.on.update(GROUP, VERSION, PLURAL, field="spec", backoff=5)
+@metrics.instrumented
+async def spec_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    await reconcile(memo, body.meta["namespace"], body.meta["name"], dict(body))
+
+
+@kopf.on.event(GROUP, VERSION, PLURAL)
+async def run_seen(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Keep the watch's latest copy of every run for the resync (no request, no finalizer)."""
+    key = (body.meta["namespace"], body.meta["name"])
+    if type == "DELETED":
+        memo.runs.pop(key, None)
+    else:
+        memo.runs[key] = dict(body)
 
 
 @kopf.on.event("ray.io", "v1", "rayjobs", labels={builders.LABEL_RUN: kopf.PRESENT})
 @metrics.instrumented
-async def rayjob_changed(type: str | None, body: kopf.Body, memo: kopf.Memo, logger: Any, **_: Any) -> None:
-    if type == "DELETED":
-        return
-    settings: Settings = memo.settings
-    kube: Kube = memo.kube
+async def rayjob_changed(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
     namespace = body.meta["namespace"]
-    run_name = body.meta["labels"][builders.LABEL_RUN]
-    run_body = await asyncio.to_thread(kube.get, *EMPORUN, namespace, run_name)
-    if run_body is None or (run_body.get("metadata") or {}).get("deletionTimestamp"):
-        return  # the run is gone; its children go with it
-    status = run_body.get("status") or {}
-    attempt = int(status.get("restarts", 0))
-    current = builders.rayjob_name(run_name, attempt)
-    if body.meta["name"] != current:
-        older = lifecycle.attempt_of(body)
-        if older is not None and older < attempt:  # a replaced attempt left over by a crash
-            await asyncio.to_thread(kube.delete, *RAYJOB, namespace, body.meta["name"])
+    if type == "DELETED":
+        memo.rayjobs.pop((namespace, body.meta["name"]), None)
+    else:
+        memo.rayjobs[(namespace, body.meta["name"])] = dict(body)
+    owner = next((r for r in body.meta.get("ownerReferences") or [] if r.get("kind") == "EmpoRun"), None)
+    if owner is None:
         return
-    upd = next_status(status, _observation(run_body, dict(body), current), now())
-    if lifecycle.status_changed(status, upd.patch):
-        await asyncio.to_thread(kube.patch, *EMPORUN, namespace, run_name, {"status": upd.patch}, "status")
-        _post(run_body, upd.events)
-    if upd.verdict is not None and upd.verdict.restart:
-        await _restart(kube, settings, run_body, {**status, **upd.patch}, attempt + 1, logger)
-
-
-async def _restart(kube: Kube, settings: Settings, run_body: dict[str, Any], status: dict[str, Any],
-                   attempt: int, logger: Any) -> None:
-    """Replace the failed attempt by attempt `attempt` after the backoff (the trainer resumes from LATEST)."""
-    namespace, name = run_body["metadata"]["namespace"], run_body["metadata"]["name"]
-    new_name = builders.rayjob_name(name, attempt)
-    upd = next_status(status, _observation(run_body, None, new_name, restarts=attempt), now())
-    await asyncio.to_thread(kube.patch, *EMPORUN, namespace, name, {"status": upd.patch}, "status")
-    # Delete first: the failed attempt's cluster frees its GPUs during the backoff.
-    await asyncio.to_thread(kube.delete, *RAYJOB, namespace, builders.rayjob_name(name, attempt - 1))
-    metrics.RESTARTS.inc()
-    delay = lifecycle.backoff_seconds(attempt, settings.restart_backoff_seconds, settings.restart_backoff_max_seconds)
-    logger.info(f"attempt {attempt - 1} of {namespace}/{name} failed; attempt {attempt} in {delay:.0f}s")
-    await asyncio.sleep(delay)
-    # Read again: the user may have suspended or deleted the run while we waited.
-    fresh = await asyncio.to_thread(kube.get, *EMPORUN, namespace, name)
-    if fresh is None or (fresh.get("metadata") or {}).get("deletionTimestamp"):
-        return
-    if int((fresh.get("status") or {}).get("restarts", 0)) != attempt:
-        return  # someone else (a resumed operator) moved on already
-    run, problem = lifecycle.validate_run(fresh, settings)
-    if run is None:
-        return
-    await _create_rayjob(kube, fresh, run, settings, attempt)
+    run = await io(memo.kube.get, *EMPORUN, namespace, owner["name"])
+    if run is None or run["metadata"].get("uid") != owner.get("uid"):
+        return  # a deleted run's RayJob (the garbage collector takes it), not the new run of that name
+    if type != "DELETED":
+        attempt = lifecycle.attempt_of(body)
+        if attempt is not None and attempt < int((run.get("status") or {}).get("restarts", 0)):
+            # A replaced attempt left over by a crash.
+            await io(memo.kube.delete, *RAYJOB, namespace, body.meta["name"], body.meta.get("uid"))
+            return
+    await reconcile(memo, namespace, owner["name"], run)

@@ -2,16 +2,24 @@
 
 Plain dicts in and out (the builders produce dicts; no model classes to convert). The client is
 configured in-cluster, or from KUBECONFIG outside a cluster, the same way kopf logs in.
+
+Every call retries 429 and 5xx answers and dropped connections with exponential backoff
+(urllib3's Retry, honouring Retry-After): one overloaded moment of the API server must not leave a
+run half-reconciled. Retrying a write is safe here: a create that landed answers 409 the second
+time (the caller checks who owns the object), deletes carry a uid precondition and status writes a
+resourceVersion.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import logging
 from typing import Any
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
+from urllib3.util.retry import Retry
 
 log = logging.getLogger(__name__)
 
@@ -25,6 +33,9 @@ PLURALS = {
     ("empo.dev/v1alpha1", "EmpoRun"): "emporuns",
 }
 REQUEST_TIMEOUT = (5, 30)  # connect, read (seconds)
+RETRY = Retry(total=6, connect=6, read=2, status=6, backoff_factor=0.5, backoff_max=15,
+              status_forcelist=(429, 500, 502, 503, 504), allowed_methods=None, raise_on_status=False,
+              respect_retry_after_header=True)
 
 
 def load_config() -> client.ApiClient:
@@ -61,9 +72,20 @@ def request(api: client.ApiClient, method: str, path: str, body: Any = None, con
     return json.loads(data) if data else None
 
 
+def with_retries(api: client.ApiClient) -> client.ApiClient:
+    """A client like `api` whose connection pool retries (the pool takes Retry only at creation)."""
+    conf = copy.copy(api.configuration)
+    conf.retries = RETRY
+    return client.ApiClient(conf)
+
+
+def owner_uids(obj: dict[str, Any] | None) -> set[str]:
+    return {r.get("uid") for r in ((obj or {}).get("metadata") or {}).get("ownerReferences") or []}
+
+
 class Kube:
     def __init__(self, api: client.ApiClient | None = None) -> None:
-        self.api = api or load_config()
+        self.api = with_retries(api or load_config())
 
     def _call(self, method: str, path: str, body: Any = None, content_type: str | None = None) -> Any:
         return request(self.api, method, path, body, content_type)
@@ -91,8 +113,11 @@ class Kube:
             raise
 
     def patch(self, api_version: str, plural: str, namespace: str, name: str, patch: dict[str, Any],
-              subresource: str | None = None) -> dict[str, Any] | None:
-        """JSON merge patch; None when the object is gone."""
+              subresource: str | None = None, resource_version: str | None = None) -> dict[str, Any] | None:
+        """JSON merge patch; None when the object is gone. With `resource_version`, the server
+        refuses it (ApiException 409) if the object changed since that version was read."""
+        if resource_version is not None:
+            patch = {**patch, "metadata": {**patch.get("metadata", {}), "resourceVersion": resource_version}}
         try:
             return self._call("PATCH", object_path(api_version, plural, namespace, name, subresource), patch,
                               "application/merge-patch+json")
@@ -101,13 +126,16 @@ class Kube:
                 return None
             raise
 
-    def delete(self, api_version: str, plural: str, namespace: str, name: str) -> bool:
-        """Delete (foreground: the RayCluster goes first); False when it was gone already."""
+    def delete(self, api_version: str, plural: str, namespace: str, name: str, uid: str | None = None) -> bool:
+        """Delete (foreground: the RayCluster goes first); False when it was gone already, or when
+        `uid` is given and the object of that name is another one (a precondition the server checks)."""
+        body: dict[str, Any] = {"propagationPolicy": "Foreground"}
+        if uid:
+            body["preconditions"] = {"uid": uid}
         try:
-            self._call("DELETE", object_path(api_version, plural, namespace, name),
-                       {"propagationPolicy": "Foreground"}, "application/json")
+            self._call("DELETE", object_path(api_version, plural, namespace, name), body, "application/json")
             return True
         except ApiException as exc:
-            if exc.status == 404:
+            if exc.status in (404, 409):
                 return False
             raise

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from typing import Any, Mapping
 
@@ -10,12 +11,13 @@ from pydantic import ValidationError
 from empo_api.models import EmpoRun
 from empo_api.validate import model_errors
 
-from .builders import CONFIG_KEY, LABEL_ATTEMPT, SpecError, effective_spec, immutable_changes
+from .builders import CONFIG_KEY, LABEL_ATTEMPT, DefaultsError, SpecError, effective_spec, immutable_changes
 from .settings import Settings
 from .status import FAILED, Problem
 
 INVALID_SPEC = "InvalidSpec"
 IMMUTABLE_FIELD_CHANGED = "ImmutableFieldChanged"
+OPERATOR_DEFAULTS = "OperatorDefaults"
 
 
 def backoff_seconds(attempt: int, base: float, cap: float) -> float:
@@ -28,12 +30,23 @@ def backoff_seconds(attempt: int, base: float, cap: float) -> float:
 def manifest_of(body: Mapping[str, Any]) -> dict[str, Any]:
     """The user's part of an EmpoRun body: what the models validate (status and server fields dropped)."""
     meta = body.get("metadata") or {}
+    kept = {"name": meta.get("name"), "namespace": meta.get("namespace")}
+    if meta.get("uid"):
+        kept["uid"] = meta["uid"]  # names the attempts' RayJobs
     return {
         "apiVersion": body.get("apiVersion"),
         "kind": body.get("kind"),
-        "metadata": {"name": meta.get("name"), "namespace": meta.get("namespace")},
+        "metadata": kept,
         "spec": dict(body.get("spec") or {}),
     }
+
+
+def parse_run(body: Mapping[str, Any]) -> EmpoRun | None:
+    """The run as the models read it, without the operator's defaults; None if it does not parse."""
+    try:
+        return EmpoRun.model_validate(manifest_of(body))
+    except ValidationError:
+        return None
 
 
 def validate_run(body: Mapping[str, Any], settings: Settings) -> tuple[EmpoRun | None, Problem | None]:
@@ -45,6 +58,8 @@ def validate_run(body: Mapping[str, Any], settings: Settings) -> tuple[EmpoRun |
     except ValidationError as exc:
         errors = "; ".join(str(e) for e in model_errors(exc))
         return None, Problem(INVALID_SPEC, f"the spec is invalid: {errors}")
+    except DefaultsError as exc:
+        return None, Problem(OPERATOR_DEFAULTS, str(exc), permanent=False)
     except SpecError as exc:
         return None, Problem(INVALID_SPEC, str(exc))
 
@@ -59,11 +74,28 @@ def accepted_spec(configmap: Mapping[str, Any] | None) -> dict[str, Any] | None:
         return None
 
 
+def pinned(settings: Settings, accepted: dict[str, Any] | None) -> Settings:
+    """The operator defaults a run was accepted with (kept in its ConfigMap), in place of today's.
+
+    After `helm upgrade` changes the trainer image or the default storage, a live run keeps what it
+    started with: the next attempt does not change silently, and comparing the new spec with the
+    accepted one shows only what the user changed.
+    """
+    if not accepted:
+        return settings
+    storage = accepted.get("storage") or {}
+    return dataclasses.replace(settings,
+                               trainer_image=(accepted.get("ray") or {}).get("image") or settings.trainer_image,
+                               default_storage_uri=storage.get("uri") or settings.default_storage_uri,
+                               s3_endpoint=storage.get("endpoint") or settings.s3_endpoint)
+
+
 def refused_change(run: EmpoRun, accepted: dict[str, Any] | None, settings: Settings) -> Problem | None:
-    """A Problem when the new spec changes a field that is immutable on a live run."""
+    """A Problem when the new spec changes a field that is immutable on a live run; operator
+    defaults are taken from the accepted spec (see `pinned`), so only the user's changes count."""
     if accepted is None:
         return None
-    changed = immutable_changes(accepted, effective_spec(run.spec, settings).to_wire())
+    changed = immutable_changes(accepted, effective_spec(run.spec, pinned(settings, accepted)).to_wire())
     if not changed:
         return None
     shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
@@ -80,8 +112,8 @@ def standing_problem(status: Mapping[str, Any] | None) -> Problem | None:
         return None
     for c in status.get("conditions") or []:
         if c.get("type") == "Stalled" and c.get("status") == "True" \
-                and c.get("reason") in (INVALID_SPEC, IMMUTABLE_FIELD_CHANGED):
-            return Problem(c["reason"], c.get("message", ""))
+                and c.get("reason") in (INVALID_SPEC, IMMUTABLE_FIELD_CHANGED, OPERATOR_DEFAULTS):
+            return Problem(c["reason"], c.get("message", ""), permanent=c["reason"] != OPERATOR_DEFAULTS)
     return None
 
 

@@ -16,7 +16,7 @@ import yaml
 from empo_api.cli_errors import non_negative_int
 from empo_api.validate import load_documents, validate_manifest
 
-from .builders import build_children
+from .builders import UID_PLACEHOLDER, build_children
 from .lifecycle import validate_run
 from .settings import SettingsError, from_env
 
@@ -53,6 +53,7 @@ def run(args: argparse.Namespace) -> int:
     except (OSError, yaml.YAMLError, ValueError, SettingsError) as exc:
         print(f"{args.file}: {exc}", file=sys.stderr)
         return 1
-    sys.stdout.write("# ownerReferences to the EmpoRun are added at creation (they need its uid).\n")
+    sys.stdout.write("# ownerReferences to the EmpoRun are added at creation, and RayJob names carry the first\n"
+                     f"# characters of its uid ({UID_PLACEHOLDER} here): both need the uid the API server gives it.\n")
     sys.stdout.write(yaml.safe_dump_all(out, sort_keys=False, width=120))
     return 0

@@ -63,8 +63,11 @@ _FAILED_JOB = ("FAILED", "STOPPED")
 class Problem:
     """Why the operator will not act on the spec."""
 
-    reason: str  # InvalidSpec or ImmutableFieldChanged
+    reason: str  # InvalidSpec, ImmutableFieldChanged, OperatorDefaults, NameTaken
     message: str
+    # False: the run waits (Stalled) until the cause is fixed outside its spec, e.g. an operator
+    # setting, instead of failing for good at creation.
+    permanent: bool = True
 
 
 @dataclass(frozen=True)

@@ -67,7 +67,8 @@ class OperatorProcess:
                     "EMPO_PEERING": "", "EMPO_HEALTH_PORT": str(self.health_port),
                     "EMPO_METRICS_PORT": str(self.metrics_port), "EMPO_BIND_ADDRESS": "127.0.0.1",
                     "EMPO_TRAINER_IMAGE": "registry.example/empo-trainer:test",
-                    "EMPO_RESTART_BACKOFF_SECONDS": "0.2", **env}
+                    "EMPO_RESTART_BACKOFF_SECONDS": "0.2", "EMPO_RESYNC_SECONDS": "1",
+                    "EMPO_DEFAULT_STORAGE_URI": "s3://empo-runs/default", **env}
         self.proc: subprocess.Popen | None = None
 
     def start(self) -> "OperatorProcess":
@@ -150,6 +151,14 @@ class Api:
 
     def rayjob(self, name: str) -> dict | None:
         return self.kube.get("ray.io/v1", "rayjobs", self.ns, name)
+
+    def attempt_name(self, run: str, attempt: int = 0) -> str:
+        from empo_operator.builders import rayjob_name
+        return rayjob_name(run, self.run(run)["metadata"]["uid"], attempt)
+
+    def attempt(self, run: str, attempt: int = 0) -> dict | None:
+        """The RayJob of one attempt of a run (its name carries the run's uid)."""
+        return self.rayjob(self.attempt_name(run, attempt))
 
     def kuberay_reports(self, rayjob: str, **status) -> None:
         """Play KubeRay: write the RayJob's status."""

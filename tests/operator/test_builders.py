@@ -16,6 +16,10 @@ SETTINGS = Settings(trainer_image="registry.example/empo-trainer:1", default_sto
                     s3_endpoint="http://seaweed.storage:8333")
 
 
+SMALL = {"apiVersion": "empo.dev/v1alpha1", "kind": "EmpoRun",
+         "spec": {"model": {"source": "Qwen/Qwen2.5-Math-1.5B"}, "dataset": {"uri": "s3://data/math.jsonl"}}}
+
+
 def containers(rayjob, group=None):
     rc = rayjob["spec"]["rayClusterSpec"]
     if group is None:
@@ -51,7 +55,7 @@ def test_rayjob_of_the_8_gpu_example(math_s3):
     run = EmpoRun.model_validate(math_s3)
     rj = builders.build_rayjob(run, SETTINGS)
     spec = rj["spec"]
-    assert rj["metadata"]["name"] == "qwen-math-7b-empo"
+    assert rj["metadata"]["name"] == "qwen-math-7b-empo-00000-0"  # 00000: no uid outside a cluster
     assert rj["metadata"]["labels"][builders.KUEUE_QUEUE_LABEL] == "gpu-research"
     assert spec["entrypoint"] == "python -m empo_trainer run --config /etc/empo/spec.json"
     assert spec["shutdownAfterJobFinishes"] is True and spec["suspend"] is False
@@ -120,23 +124,36 @@ def test_trainer_role_allows_only_this_runs_status(math_s3):
     assert binding["roleRef"]["name"] == role["metadata"]["name"]
 
 
+UID = "3f2a1c0e-1111-2222-3333-444455556666"
+
+
 @pytest.mark.parametrize("run_name, attempt, expected", [
-    ("short", 0, "short"),
-    ("short", 3, "short-r3"),
-    ("a" * 47, 0, "a" * 47),
-    ("a" * 48, 0, "a" * 40 + "-" + builders.fit_name("a" * 48)[-6:]),
+    ("short", 0, "short-3f2a1-0"),
+    ("short", 3, "short-3f2a1-3"),
+    ("a" * 39, 0, "a" * 39 + "-3f2a1-0"),
+    ("a" * 48, 0, "a" * 32 + "-" + builders.fit_name("a" * 48, "-3f2a1-0")[-14:]),
 ])
 def test_rayjob_names(run_name, attempt, expected):
-    assert builders.rayjob_name(run_name, attempt) == expected
+    assert builders.rayjob_name(run_name, UID, attempt) == expected
 
 
-def test_long_names_fit_kuberay_and_stay_distinct():
-    a, b = "x" * 50 + "-alpha", "x" * 50 + "-bravo"
-    names = {builders.rayjob_name(n, k) for n in (a, b) for k in (0, 1, 12)}
-    assert len(names) == 6
+def test_attempt_names_never_collide_with_other_runs():
+    """`x` attempt 1 was `x-r1`, the name of run `x-r1`'s first attempt; and a run applied again
+    under its old name got its predecessor's (still finalizing) RayJob."""
+    uids = ("3f2a1c0e", "9b8c7d6e")
+    runs = ("x", "x-r1", "x-3f2a1", "x-3f2a1-1", "y" * 50 + "-alpha", "y" * 50 + "-bravo")
+    names = [builders.rayjob_name(r, u, k) for r in runs for u in uids for k in (0, 1, 12)]
+    assert len(set(names)) == len(names)
     assert all(len(n) <= 47 and n[-1] != "-" for n in names)
-    assert builders.rayjob_name(a, 12).endswith("-r12")
-    assert builders.rayjob_name(a, 1) == builders.rayjob_name(a, 1)  # deterministic
+
+
+def test_role_exists_before_its_binding():
+    """Real RBAC lets the operator bind a Role only once it exists (escalation check)."""
+    run = EmpoRun.model_validate({**SMALL, "metadata": {"name": "r", "namespace": "ns", "uid": UID}})
+    waves = [[c["kind"] for c in w] for w in builders.creation_waves(builders.build_children(run, SETTINGS))]
+    position = {kind: i for i, wave in enumerate(waves) for kind in wave}
+    assert position["Role"] < position["RoleBinding"] < position["RayJob"]
+    assert position["ConfigMap"] < position["RayJob"] and position["ServiceAccount"] < position["RayJob"]
 
 
 def test_immutable_changes():

@@ -39,13 +39,14 @@ def test_run_lifecycle_to_succeeded(operator, api, math_s3, rayjob_schema, kube_
     op = operator()
     run = api.create_run(math_s3)
     name = run["metadata"]["name"]
-    rj = wait_for(lambda: api.rayjob(name), what="the RayJob")
+    rj = wait_for(lambda: api.attempt(name), what="the RayJob")
+    rjn = rj["metadata"]["name"]
 
     # Children: owned by the run (KMock has no garbage collector: the reference is the contract).
     children = {p: api.objects(p) for p in ("configmaps", "serviceaccounts", "roles", "rolebindings", "rayjobs")}
     assert set(children["configmaps"]) == {f"{name}-config"}
     assert set(children["serviceaccounts"]) == set(children["roles"]) == set(children["rolebindings"]) == {f"{name}-trainer"}
-    assert set(children["rayjobs"]) == {name}
+    assert set(children["rayjobs"]) == {rjn}
     for plural, objs in children.items():
         for obj in objs.values():
             assert owned_by(obj, run), (plural, obj["metadata"])
@@ -57,8 +58,8 @@ def test_run_lifecycle_to_succeeded(operator, api, math_s3, rayjob_schema, kube_
         == "registry.example/empo-trainer:test"  # EMPO_TRAINER_IMAGE
 
     started = api.wait_phase(name, "Initializing")["startTime"]  # the first attempt exists
-    api.kuberay_reports(name, jobDeploymentStatus="Initializing")
-    api.kuberay_reports(name, jobDeploymentStatus="Running", jobStatus="RUNNING", rayClusterName=f"{name}-x7k2p",
+    api.kuberay_reports(rjn, jobDeploymentStatus="Initializing")
+    api.kuberay_reports(rjn, jobDeploymentStatus="Running", jobStatus="RUNNING", rayClusterName=f"{name}-x7k2p",
                         dashboardURL=f"{name}-head-svc.ml:8265", startTime="2025-01-01T00:00:00Z")
     status = api.wait_phase(name, "Running")
     assert (status["rayClusterName"], status["dashboardURL"]) == (f"{name}-x7k2p", f"{name}-head-svc.ml:8265")
@@ -79,7 +80,7 @@ def test_run_lifecycle_to_succeeded(operator, api, math_s3, rayjob_schema, kube_
     assert status["latestCheckpoint"]["step"] == 3 and status["lastEval"]["average"] == 0.3
     assert status["phase"] == "Running"  # the trainer's patch leaves the operator's fields alone
 
-    api.kuberay_reports(name, jobDeploymentStatus="Complete", jobStatus="SUCCEEDED", endTime="2025-01-02T00:00:00Z")
+    api.kuberay_reports(rjn, jobDeploymentStatus="Complete", jobStatus="SUCCEEDED", endTime="2025-01-02T00:00:00Z")
     status = api.wait_phase(name, "Succeeded")
     assert status["completionTime"] == "2025-01-02T00:00:00Z"
     assert api.condition(name, "Succeeded")["status"] == "True" and api.condition(name, "Ready")["status"] == "True"
@@ -98,45 +99,45 @@ def test_run_lifecycle_to_succeeded(operator, api, math_s3, rayjob_schema, kube_
 def test_failed_attempts_restart_then_fail(operator, api, tiny):
     operator()
     api.create_run(run_manifest(tiny, maxRestarts=1))
-    wait_for(lambda: api.rayjob("smoke"), what="attempt 0")
-    api.kuberay_reports("smoke", jobDeploymentStatus="Failed", jobStatus="FAILED", reason="AppFailed",
+    first = wait_for(lambda: api.attempt("smoke", 0), what="attempt 0")["metadata"]["name"]
+    api.kuberay_reports(first, jobDeploymentStatus="Failed", jobStatus="FAILED", reason="AppFailed",
                         message="driver exited with 1")
-    rj1 = wait_for(lambda: api.rayjob("smoke-r1"), what="attempt 1")
-    assert api.rayjob("smoke") is None  # the failed attempt's cluster is gone
+    rj1 = wait_for(lambda: api.attempt("smoke", 1), what="attempt 1")
+    assert api.rayjob(first) is None  # the failed attempt's cluster is gone
     env = {e["name"]: e.get("value") for e in
            rj1["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"][0]["env"]}
     assert env["EMPO_ATTEMPT"] == "1" and rj1["metadata"]["labels"]["empo.dev/attempt"] == "1"
     status = api.status("smoke")
-    assert status["restarts"] == 1 and status["rayJobName"] == "smoke-r1"
+    assert status["restarts"] == 1 and status["rayJobName"] == rj1["metadata"]["name"]
     assert status["phase"] in ("Restarting", "Initializing")
 
-    api.kuberay_reports("smoke-r1", jobDeploymentStatus="Failed", jobStatus="FAILED", reason="AppFailed")
+    api.kuberay_reports(rj1["metadata"]["name"], jobDeploymentStatus="Failed", jobStatus="FAILED", reason="AppFailed")
     status = api.wait_phase("smoke", "Failed")
     assert api.condition("smoke", "Stalled")["status"] == "True"
     assert api.condition("smoke", "Failed")["reason"] == "RestartsExhausted"
-    assert set(api.objects("rayjobs")) == {"smoke-r1"}  # no third attempt
+    assert set(api.objects("rayjobs")) == {rj1["metadata"]["name"]}  # no third attempt
     assert status["completionTime"]
 
 
 def test_suspend_and_resume(operator, api, tiny):
     operator()
     api.create_run(run_manifest(tiny))
-    wait_for(lambda: api.rayjob("smoke"), what="the RayJob")
-    api.kuberay_reports("smoke", jobDeploymentStatus="Running", jobStatus="RUNNING")
+    rjn = wait_for(lambda: api.attempt("smoke"), what="the RayJob")["metadata"]["name"]
+    api.kuberay_reports(rjn, jobDeploymentStatus="Running", jobStatus="RUNNING")
     api.wait_phase("smoke", "Running")
 
     api.patch_spec("smoke", {"suspend": True})
-    wait_for(lambda: api.rayjob("smoke")["spec"].get("suspend") is True, what="RayJob suspend: true")
-    api.kuberay_reports("smoke", jobDeploymentStatus="Suspended", jobStatus=None)
+    wait_for(lambda: api.rayjob(rjn)["spec"].get("suspend") is True, what="RayJob suspend: true")
+    api.kuberay_reports(rjn, jobDeploymentStatus="Suspended", jobStatus=None)
     api.wait_phase("smoke", "Suspended")
     assert api.condition("smoke", "Suspended")["status"] == "True"
     assert api.condition("smoke", "Ready")["status"] == "False"
 
     api.patch_spec("smoke", {"suspend": False})
-    wait_for(lambda: api.rayjob("smoke")["spec"].get("suspend") is False, what="RayJob suspend: false")
-    api.kuberay_reports("smoke", jobDeploymentStatus="Running", jobStatus="RUNNING")
+    wait_for(lambda: api.rayjob(rjn)["spec"].get("suspend") is False, what="RayJob suspend: false")
+    api.kuberay_reports(rjn, jobDeploymentStatus="Running", jobStatus="RUNNING")
     api.wait_phase("smoke", "Running")
-    assert set(api.objects("rayjobs")) == {"smoke"}  # resumed in place, not a new attempt
+    assert set(api.objects("rayjobs")) == {rjn}  # resumed in place, not a new attempt
     cm = api.objects("configmaps")["smoke-config"]
     assert '"suspend": false' in cm["data"]["spec.json"]
 
@@ -144,7 +145,7 @@ def test_suspend_and_resume(operator, api, tiny):
 def test_immutable_change_is_refused_and_can_be_undone(operator, api, tiny):
     operator()
     api.create_run(run_manifest(tiny))
-    before = wait_for(lambda: api.rayjob("smoke"), what="the RayJob")
+    before = wait_for(lambda: api.attempt("smoke"), what="the RayJob")
     api.wait_phase("smoke", "Initializing")
 
     api.patch_spec("smoke", {"model": {"source": "bundled:smollm2-135m-instruct"}})
@@ -152,7 +153,7 @@ def test_immutable_change_is_refused_and_can_be_undone(operator, api, tiny):
                        what="Stalled")
     assert stalled["reason"] == "ImmutableFieldChanged" and "spec.model.source" in stalled["message"]
     assert api.status("smoke")["phase"] == "Initializing"
-    assert api.rayjob("smoke")["spec"] == before["spec"]  # the RayJob is left alone
+    assert api.rayjob(before["metadata"]["name"])["spec"] == before["spec"]  # the RayJob is left alone
     assert "tiny-random" in api.objects("configmaps")["smoke-config"]["data"]["spec.json"]
 
     api.patch_spec("smoke", {"model": {"source": "bundled:tiny-random"}})
@@ -179,7 +180,7 @@ def test_invalid_spec_fails_once_without_a_rayjob(operator, api, tiny):
 def test_deletion_leaves_children_to_the_garbage_collector(operator, api, tiny):
     operator()
     run = api.create_run(run_manifest(tiny))
-    wait_for(lambda: api.rayjob("smoke"), what="the RayJob")
+    wait_for(lambda: api.attempt("smoke"), what="the RayJob")
     assert not api.run("smoke")["metadata"].get("finalizers")  # nothing blocks deletion
     api.kube.delete("empo.dev/v1alpha1", "emporuns", api.ns, "smoke")
     wait_for(lambda: api.run("smoke") is None, what="the run to go")
@@ -192,16 +193,17 @@ def test_deletion_leaves_children_to_the_garbage_collector(operator, api, tiny):
 def test_operator_restart_mid_run_creates_no_duplicate(operator, api, tiny):
     first = operator()
     api.create_run(run_manifest(tiny))
-    rj = wait_for(lambda: api.rayjob("smoke"), what="the RayJob")
-    api.kuberay_reports("smoke", jobDeploymentStatus="Running", jobStatus="RUNNING")
+    rj = wait_for(lambda: api.attempt("smoke"), what="the RayJob")
+    rjn = rj["metadata"]["name"]
+    api.kuberay_reports(rjn, jobDeploymentStatus="Running", jobStatus="RUNNING")
     api.wait_phase("smoke", "Running")
     first.stop()
 
     second = operator()
     wait_for(lambda: handler_runs(second.metrics(), "reconcile_run") == 1,
              what="the resumed operator to reconcile the run")
-    assert set(api.objects("rayjobs")) == {"smoke"}
-    assert api.rayjob("smoke")["metadata"]["uid"] == rj["metadata"]["uid"]  # the same object, untouched
+    assert set(api.objects("rayjobs")) == {rjn}
+    assert api.rayjob(rjn)["metadata"]["uid"] == rj["metadata"]["uid"]  # the same object, untouched
     assert api.status("smoke")["phase"] == "Running"
-    api.kuberay_reports("smoke", jobDeploymentStatus="Complete", jobStatus="SUCCEEDED")
+    api.kuberay_reports(rjn, jobDeploymentStatus="Complete", jobStatus="SUCCEEDED")
     api.wait_phase("smoke", "Succeeded")

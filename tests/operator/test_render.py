@@ -34,7 +34,7 @@ def test_render_an_attempt_and_owner_labels(tmp_path):
     path = tmp_path / "run.yaml"
     path.write_text(yaml.safe_dump(manifest))
     docs = list(yaml.safe_load_all(render(str(path), "--attempt", "2").stdout))
-    assert docs[-1]["metadata"]["name"] == "tiny-smoke-r2"
+    assert docs[-1]["metadata"]["name"] == "tiny-smoke-00000-2"  # the uid part is the API server's
     assert all(d["metadata"]["labels"]["team"] == "rl" and d["metadata"]["namespace"] == "default" for d in docs)
 
 

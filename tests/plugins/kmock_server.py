@@ -77,6 +77,7 @@ def _emulator_class():
             self.created_at: dict[tuple[str, str, str], float] = {}  # (plural, ns, name) -> monotonic
             self.namespaces: set[str] = set()
             self._resource_version = itertools.count(1000)
+            self.faults: list[list[Any]] = []  # [action name, plural, HTTP status, times left]
             self._namespace_watchers: list[asyncio.Queue] = []
 
         def add_namespace(self, name: str) -> None:
@@ -144,6 +145,12 @@ def _emulator_class():
             del self._requests[:-1]
             if request.resource is not None and request.action is not None:
                 self.request_counts[(request.action.name, str(request.resource.plural))] += 1
+                for fault in self.faults:  # an overloaded API server (tests of client retries)
+                    if fault[3] > 0 and (fault[0], fault[1]) == (request.action.name, str(request.resource.plural)):
+                        fault[3] -= 1
+                        return aiohttp.web.json_response(
+                            {"kind": "Status", "apiVersion": "v1", "status": "Failure", "code": fault[2],
+                             "reason": "ServiceUnavailable", "message": "injected by the test"}, status=fault[2])
             if request.action == kmock.action.LIST and "as=Table" in request.headers.get("Accept", ""):
                 return aiohttp.web.json_response(self._table(request))
             if request.resource is not None and isinstance(request.data, dict):
@@ -247,6 +254,10 @@ class KubeEmulator:
 
     def add_namespace(self, name: str) -> None:
         self.call(lambda: self.handler.add_namespace(name))
+
+    def fail(self, action: str, plural: str, status: int, times: int) -> None:
+        """Answer the next `times` requests of `action` (CREATE, GET, PATCH...) on `plural` with `status`."""
+        self.call(lambda: self.handler.faults.append([action, plural, status, times]))
 
     def request_counts(self) -> collections.Counter:
         return self.call(lambda: collections.Counter(self.handler.request_counts))

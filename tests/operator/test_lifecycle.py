@@ -1,0 +1,61 @@
+"""Lifecycle decisions without an API: what a live run keeps across an operator upgrade."""
+
+import copy
+
+from empo_api.models import EmpoRun
+from empo_operator import builders, lifecycle
+from empo_operator.settings import Settings
+
+BEFORE = Settings(trainer_image="registry.example/empo-trainer:1", default_storage_uri="s3://runs/a",
+                  s3_endpoint="http://s3-a:8333")
+AFTER = Settings(trainer_image="registry.example/empo-trainer:2", default_storage_uri="s3://runs/b",
+                 s3_endpoint="http://s3-b:8333")  # `helm upgrade` changed every default
+
+
+def manifest(**spec):
+    doc = {"apiVersion": "empo.dev/v1alpha1", "kind": "EmpoRun", "metadata": {"name": "r", "namespace": "ns"},
+           "spec": {"model": {"source": "Qwen/Qwen2.5-Math-1.5B"}, "dataset": {"uri": "s3://data/m.jsonl"}}}
+    doc["spec"].update(copy.deepcopy(spec))
+    return doc
+
+
+def run(**spec):
+    return EmpoRun.model_validate(manifest(**spec))
+
+
+def accepted_with(settings):
+    return lifecycle.accepted_spec(builders.build_configmap(run(), settings))
+
+
+def test_an_operator_upgrade_leaves_edits_of_live_runs_allowed():
+    accepted = accepted_with(BEFORE)
+    assert lifecycle.refused_change(run(suspend=True), accepted, AFTER) is None
+    assert lifecycle.refused_change(run(eval={"every": 10}), accepted, AFTER) is None
+
+
+def test_the_next_attempt_keeps_what_the_run_started_with():
+    accepted = accepted_with(BEFORE)
+    rayjob = builders.build_rayjob(run(), lifecycle.pinned(AFTER, accepted), attempt=1)
+    (head,) = rayjob["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]["containers"]
+    assert head["image"] == "registry.example/empo-trainer:1"
+    assert {"name": "AWS_ENDPOINT_URL", "value": "http://s3-a:8333"} in head["env"]
+    spec = builders.effective_spec(run().spec, lifecycle.pinned(AFTER, accepted))
+    assert spec.storage.uri == "s3://runs/a"
+
+
+def test_what_the_user_changes_is_still_refused():
+    accepted = accepted_with(BEFORE)
+    problem = lifecycle.refused_change(run(ray={"image": "registry.example/other:3"}), accepted, AFTER)
+    assert problem is not None and problem.message.startswith("spec.ray.image")
+    problem = lifecycle.refused_change(run(storage={"uri": "s3://runs/c"}), accepted, AFTER)
+    assert problem is not None and "spec.storage.uri" in problem.message
+
+
+def test_a_bad_operator_default_waits_instead_of_failing_the_run():
+    body = manifest()
+    model, problem = lifecycle.validate_run(body, Settings(trainer_image="registry.example/x:1"))
+    assert model is None and problem.reason == "OperatorDefaults" and not problem.permanent
+    assert "default storage" in problem.message
+    body["spec"]["storage"] = {"uri": "runs"}
+    model, problem = lifecycle.validate_run(body, BEFORE)
+    assert problem.reason == "InvalidSpec" and problem.permanent
