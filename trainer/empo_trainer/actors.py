@@ -187,6 +187,11 @@ class LearnerActor:
                 storage.append_metrics(event["record"])
             self._emit(event)
 
+        if lead:  # TensorBoard / MLflow / W&B (spec.tracking) through transformers' own callbacks
+            from . import tracking
+
+            for callback in tracking.callbacks(self.spec, self.namespace, self.name, engine, storage, self.work_dir):
+                trainer.add_callback(callback)
         trainer.add_callback(make_callback(emit, reward_fn, engine, commit,
                                            evaluator if lead else None, self.spec.eval.every))
         trainer.train(resume_from_checkpoint=resume)

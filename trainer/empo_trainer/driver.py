@@ -19,6 +19,7 @@ from typing import Any
 from empo_api.models import EmpoRun
 from empo_api.placement import plan_placement
 
+from . import metrics_exporter, tracking
 from .learner import total_steps
 from .progress import ProgressReporter
 
@@ -160,6 +161,8 @@ def run(run: EmpoRun, *, steps: int | None = None, fresh: bool = False, progress
         ray.get([lr.join.remote(address) for lr in learners])
 
     reporter = ProgressReporter.from_env()  # a no-op outside a cluster
+    exporter = metrics_exporter.from_env(run.namespace, run.name)  # /metrics when EMPO_METRICS_PORT is set
+    mlflow_run_id = tracking.mlflow_run(spec, run.namespace, run.name)  # before the learners attach to it
     bar = _Progress(max_steps, latest.step if latest else 0, progress)
     summary = RunSummary(run.name, run.namespace, storage.uri, 0, max_steps, None, None, None, 0.0)
     runs = [lr.train.remote(max_steps, fresh) for lr in learners]
@@ -177,16 +180,19 @@ def run(run: EmpoRun, *, steps: int | None = None, fresh: bool = False, progress
                 summary.steps, summary.last_record = record["step"], record
                 bar.step(record)
                 reporter.report(_status_progress(record, max_steps))
+                exporter.step({**record, "total_steps": max_steps})
             elif kind == "checkpoint":
                 summary.latest_checkpoint = event["uri"]
                 reporter.checkpoint(event["step"], event["uri"])
             elif kind == "eval":
                 summary.first_eval = summary.first_eval or event["result"]
                 reporter.eval(event["result"])
+                exporter.eval(event["result"])
             elif kind == "resumed":
                 summary.resumed_from_step = event["step"]
                 bar.step({"step": event["step"]})
 
+    finished = False
     try:
         while True:
             ready, _ = ray.wait(runs, num_returns=len(runs), timeout=0.5)
@@ -197,13 +203,18 @@ def run(run: EmpoRun, *, steps: int | None = None, fresh: bool = False, progress
             for ref in ready:  # a failed rank would leave the others waiting in a collective
                 ray.get(ref)
         drain()
+        finished = True
     finally:
         bar.close()
         reporter.close()
+        exporter.close()
+        if not finished:  # a resumed attempt sets it running again
+            tracking.mlflow_finish(spec, mlflow_run_id, [], status="FAILED")
     summary.steps = result["step"]
     summary.final_eval = result.get("final_eval")
     summary.seconds = time.perf_counter() - started
-    _write_report(storage)
+    report = _write_report(storage)
+    tracking.mlflow_finish(spec, mlflow_run_id, [report] if report else [])
     return summary
 
 
@@ -225,13 +236,14 @@ def _status_progress(record: dict[str, Any], total: int) -> dict[str, Any]:
     return out
 
 
-def _write_report(storage) -> None:
+def _write_report(storage) -> Path | None:
     from .evaluation.report import write_report
 
     try:
-        write_report(storage)
+        return write_report(storage)
     except Exception as exc:  # a report is a convenience; never fail a finished run over it
         print(f"warning: report not written: {exc}", file=sys.stderr)
+        return None
 
 
 def shutdown() -> None:
