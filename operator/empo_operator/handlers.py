@@ -27,7 +27,6 @@ import asyncio
 import concurrent.futures
 import datetime
 import logging
-import os
 from typing import Any, Callable
 
 import kopf
@@ -45,9 +44,6 @@ RAYJOB = ("ray.io/v1", "rayjobs")
 EMPORUN = (API_VERSION, PLURAL)
 NAME_TAKEN = "NameTaken"
 CONFLICT_RETRIES = 5
-# Decorator arguments are read at import; the entrypoint has validated the environment by then.
-RESYNC_SECONDS = float(os.environ.get("EMPO_RESYNC_SECONDS", "") or 30)
-API_THREADS = int(os.environ.get("EMPO_API_THREADS", "") or 32)
 
 
 class Conflict(Exception):
@@ -83,10 +79,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     settings.posting.level = logging.WARNING  # only our own kopf.event calls become Events
     # kopf's max_workers sizes its executor for sync handlers only; our handlers are async and
     # call the API through asyncio.to_thread, which uses the loop's default executor.
-    asyncio.get_running_loop().set_default_executor(
-        concurrent.futures.ThreadPoolExecutor(max_workers=API_THREADS, thread_name_prefix="empo-api"))
     if "settings" not in memo:
         memo.settings = from_env()
+    asyncio.get_running_loop().set_default_executor(
+        concurrent.futures.ThreadPoolExecutor(max_workers=memo.settings.api_threads, thread_name_prefix="empo-api"))
     if "kube" not in memo:
         memo.kube = await io(Kube)
     memo.wakeups, memo.runs, memo.rayjobs = {}, {}, {}
@@ -112,7 +108,7 @@ async def _resync_forever(memo: kopf.Memo) -> None:
                 log.warning(f"{key[0]}/{key[1]}: resync failed: {exc!r}")
 
     while True:
-        await asyncio.sleep(RESYNC_SECONDS)
+        await asyncio.sleep(memo.settings.resync_seconds)
         live = [(k, b) for k, b in list(memo.runs.items())
                 if (b.get("status") or {}).get("phase") not in TERMINAL]
         metrics.RECONCILES.labels("resync").inc(len(live))

@@ -12,6 +12,8 @@
 | EMPO_LOG_FORMAT           | plain                             | plain or json                                             |
 | EMPO_RESTART_BACKOFF_SECONDS | 10                             | first retry delay of a failed attempt; doubles each retry |
 | EMPO_RESTART_BACKOFF_MAX_SECONDS | 600                        | cap of the retry delay                                    |
+| EMPO_RESYNC_SECONDS       | 30                                | every live run is reconciled this often (repairs drift)   |
+| EMPO_API_THREADS          | 32                                | threads making API calls (asyncio's default executor)     |
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ class Settings:
     log_format: str = "plain"
     restart_backoff_seconds: float = 10.0
     restart_backoff_max_seconds: float = 600.0
+    resync_seconds: float = 30.0
+    api_threads: int = 32
 
     @property
     def clusterwide(self) -> bool:
@@ -93,4 +97,13 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         log_format=log_format,
         restart_backoff_seconds=_float(env, "EMPO_RESTART_BACKOFF_SECONDS", 10.0),
         restart_backoff_max_seconds=_float(env, "EMPO_RESTART_BACKOFF_MAX_SECONDS", 600.0),
+        resync_seconds=_positive(env, "EMPO_RESYNC_SECONDS", 30.0),
+        api_threads=int(_positive(env, "EMPO_API_THREADS", 32)),
     )
+
+
+def _positive(env: Mapping[str, str], name: str, default: float) -> float:
+    value = _float(env, name, default)
+    if value <= 0:
+        raise SettingsError(f"{name}={env.get(name)!r}: must be above 0")
+    return value

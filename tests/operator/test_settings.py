@@ -28,6 +28,8 @@ def test_defaults_are_the_documented_ones():
     ({"EMPO_HEALTH_PORT": "70000"}, "EMPO_HEALTH_PORT"),
     ({"EMPO_LOG_FORMAT": "xml"}, "EMPO_LOG_FORMAT"),
     ({"EMPO_RESTART_BACKOFF_SECONDS": "-1"}, "EMPO_RESTART_BACKOFF_SECONDS"),
+    ({"EMPO_RESYNC_SECONDS": "0"}, "EMPO_RESYNC_SECONDS"),
+    ({"EMPO_API_THREADS": "many"}, "EMPO_API_THREADS"),
 ])
 def test_bad_values_name_the_variable(env, names):
     with pytest.raises(SettingsError, match=names):
