@@ -87,10 +87,12 @@ def run_variant(variant: str, model: str, steps: int, prompts: int, generations:
                               train_dataset=Dataset.from_list(examples), processing_class=tokenizer)
         # TRL's own generate: same budget; min_new_tokens is not forced, like ours.
     else:
+        from empo_trainer.grpo import trainer_class
+
         engine = RolloutEngine(spec)
-        trainer = GRPOTrainer(model=policy, reward_funcs=[build_reward_function(spec)], args=config,
-                              train_dataset=Dataset.from_list(examples), processing_class=tokenizer,
-                              rollout_func=engine)
+        trainer = trainer_class()(model=policy, reward_funcs=[build_reward_function(spec)], args=config,
+                                  train_dataset=Dataset.from_list(examples), processing_class=tokenizer,
+                                  rollout_func=engine, advantage_epsilon=spec.algorithm.advantage_epsilon)
         engine.local_sampler = TransformersSampler.from_model(trainer.model, tokenizer, 256)
     trainer.add_callback(Timer())
     trainer.train()

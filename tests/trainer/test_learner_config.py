@@ -5,7 +5,7 @@ from pydantic import ValidationError
 from trl import GRPOConfig
 
 from empo_api.models import EmpoRunSpec
-from empo_trainer.learner import (RolloutStats, _group_starts, batch_geometry, grpo_config_kwargs,
+from empo_trainer.learner import (RolloutStats, SpecError, _group_starts, batch_geometry, grpo_config_kwargs,
                                   step_record, total_steps)
 
 
@@ -40,6 +40,37 @@ def test_total_steps_from_epochs_or_steps():
     assert total_steps(spec(steps=7), 1000) == 7
     assert total_steps(spec(), 20000) == 358  # paper: 2 epochs over 20K prompts, 112 per step
     assert total_steps(spec(epochs=1.0, promptsPerStep=10), 25) == 3
+
+
+@pytest.mark.parametrize("algorithm, learner, expected", [
+    # (steps_per_generation, num_iterations, generation_batch_size) in TRL's terms
+    ({}, {}, (1, 1, 784)),                                                   # paper era: on-policy
+    ({"promptsPerStep": 32, "numGenerations": 16, "updatesPerGeneration": 8}, {}, (8, 1, 4096)),  # verl era
+    ({"promptsPerStep": 32, "numGenerations": 16, "updatesPerGeneration": 8, "gradientAccumulation": 4},
+     {}, (32, 1, 4096)),                                                     # TRL counts micro-batches
+    ({"promptsPerStep": 4, "numGenerations": 4, "passesPerGeneration": 2}, {}, (1, 2, 16)),
+])
+def test_updates_per_generation_map_to_trl(tmp_path, algorithm, learner, expected):
+    s = spec(**algorithm, learner=learner)
+    assert s.learner.replicas == 1
+    config = GRPOConfig(**grpo_config_kwargs(s, str(tmp_path), max_steps=5, use_cpu=True))
+    # one generation serves updatesPerGeneration optimizer steps of promptsPerStep prompts each
+    assert (config.steps_per_generation, config.num_iterations,
+            config.per_device_train_batch_size * config.steps_per_generation) == expected
+
+
+@pytest.mark.parametrize("algorithm, prompts, steps", [
+    ({"promptsPerStep": 10, "epochs": 1.0}, 100, 10),
+    ({"promptsPerStep": 10, "epochs": 1.0, "updatesPerGeneration": 5}, 100, 10),  # same data, fewer generations
+    ({"promptsPerStep": 10, "epochs": 1.0, "passesPerGeneration": 2}, 100, 20),   # each generation used twice
+])
+def test_total_steps_count_optimizer_steps(algorithm, prompts, steps):
+    assert total_steps(spec(**algorithm), prompts) == steps
+
+
+def test_a_dataset_smaller_than_one_generation_names_the_fields():
+    with pytest.raises(SpecError, match="promptsPerStep x algorithm.updatesPerGeneration = 32 x 8 = 256"):
+        total_steps(spec(promptsPerStep=32, numGenerations=4, updatesPerGeneration=8), 200)
 
 
 def test_grpo_config_reflects_the_spec(tmp_path):

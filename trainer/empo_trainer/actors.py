@@ -139,9 +139,10 @@ class LearnerActor:
 
     def train(self, max_steps: int, fresh: bool = False) -> dict[str, Any]:
         from datasets import Dataset
-        from trl import GRPOConfig, GRPOTrainer
+        from trl import GRPOConfig
 
         from . import model_source
+        from .grpo import trainer_class
         from .learner import RolloutEngine, grpo_config_kwargs, make_callback
         from .rewards import build_reward_function
 
@@ -161,9 +162,13 @@ class LearnerActor:
         config = GRPOConfig(**grpo_config_kwargs(self.spec, str(out_dir), max_steps=max_steps, use_cpu=use_cpu))
         reward_fn = build_reward_function(self.spec)
         engine = RolloutEngine(self.spec, remote_samplers=self.samplers)
-        trainer = GRPOTrainer(
+        if self.spec.algorithm.filtered_groups == "resample":
+            from .dynamic_sampling import GroupRefill
+
+            engine.refill = GroupRefill(self.spec, self.examples, reward_fn.engine)
+        trainer = trainer_class()(
             model=model, reward_funcs=[reward_fn], args=config, train_dataset=Dataset.from_list(self.examples),
-            processing_class=tokenizer, rollout_func=engine,
+            processing_class=tokenizer, rollout_func=engine, advantage_epsilon=self.spec.algorithm.advantage_epsilon,
         )
         self.trainer = trainer
         from transformers.trainer_callback import PrinterCallback

@@ -39,10 +39,18 @@ def batch_geometry(spec: EmpoRunSpec) -> BatchGeometry:
 
 
 def total_steps(spec: EmpoRunSpec, num_prompts: int) -> int:
-    if spec.algorithm.steps:
-        return spec.algorithm.steps
-    epochs = spec.algorithm.epochs or 2.0
-    return max(1, math.ceil(num_prompts * epochs / spec.algorithm.prompts_per_step))
+    """Optimizer steps of the run; a SpecError when the dataset cannot fill one generation."""
+    a = spec.algorithm
+    per_generation = a.prompts_per_step * a.updates_per_generation
+    if num_prompts < per_generation:
+        raise SpecError(
+            f"spec.dataset has {num_prompts} prompts, fewer than one generation needs: algorithm.promptsPerStep x "
+            f"algorithm.updatesPerGeneration = {a.prompts_per_step} x {a.updates_per_generation} = {per_generation}")
+    if a.steps:
+        return a.steps
+    epochs = a.epochs or 2.0
+    # each pass over a generation's completions is another updatesPerGeneration optimizer steps
+    return max(1, math.ceil(num_prompts * epochs * a.passes_per_generation / a.prompts_per_step))
 
 
 def grpo_config_kwargs(spec: EmpoRunSpec, output_dir: str, *, max_steps: int, use_cpu: bool) -> dict[str, Any]:
@@ -67,8 +75,11 @@ def grpo_config_kwargs(spec: EmpoRunSpec, output_dir: str, *, max_steps: int, us
         importance_sampling_level=a.importance_sampling_level,
         epsilon=a.epsilon,
         epsilon_high=a.epsilon_high,
-        num_iterations=1,  # paper-era EMPO: one update per generation
-        scale_rewards="group",  # (r - mean) / std within the group, as GRPO and EMPO do
+        # TRL counts micro-batches: a generation feeds updatesPerGeneration optimizer steps of
+        # gradientAccumulation micro-batches each, passesPerGeneration times (1 and 1: paper-era EMPO)
+        steps_per_generation=geometry.gradient_accumulation * a.updates_per_generation,
+        num_iterations=a.passes_per_generation,
+        scale_rewards="group",  # (r - mean) / (std + algorithm.advantageEpsilon) per group: grpo.EmpoGRPOTrainer
         shuffle_dataset=False,  # the data loader keeps our seeded order, so a resume replays it exactly
         seed=a.seed,
         data_seed=spec.dataset.shuffle_seed,
@@ -102,6 +113,7 @@ class RolloutStats:
     generation_seconds: float = 0.0
     sync_seconds: float = 0.0
     batch_digest: str = ""  # identifies the step's prompts: a resumed run must see the same data order
+    resampled_fraction: float | None = None  # dynamic sampling: share of groups replaced by new prompts
 
     @property
     def tokens_per_second(self) -> float:
@@ -122,6 +134,7 @@ class RolloutEngine:
     remote_samplers: Sequence[Any] = ()
     sync_timeout: float = 600.0
     stats: RolloutStats = field(default_factory=RolloutStats)
+    refill: Any = None  # dynamic_sampling.GroupRefill when algorithm.filteredGroups is resample
     _synced_step: int = -1
 
     def sync(self, trainer: Any) -> None:
@@ -166,23 +179,45 @@ class RolloutEngine:
         unique = _group_starts(prompts, a.num_generations)
         self.stats.batch_digest = hashlib.sha1(json.dumps(unique, sort_keys=True).encode()).hexdigest()[:12]
         generations = self._generate(unique, params)
+        rows = None
+        if self.refill is not None:
+            # Replaced groups train on their own prompt ids; their question and gold answer reach
+            # the reward as columns, overriding those of the prompt TRL passed in.
+            refilled = self.refill(unique, generations, self._generate, params, step, self.stats.batch_digest)
+            generations = [c.generation for c in refilled.batch]
+            rows = [c.example for c in refilled.batch]
+            self.stats.resampled_fraction = refilled.replaced / len(unique)
         self.stats.generation_seconds = time.perf_counter() - start
         self.stats.tokens = sum(g.num_tokens for g in generations)
         # Extra keys reach the reward functions as columns: `finished` tells the reward which
         # completions were cut at the token limit.
         out: dict[str, list] = {"prompt_ids": [], "completion_ids": [], "logprobs": [], "finished": []}
-        for g in generations:
+        if rows is not None:
+            out.update(question=[], answer=[])
+        for i, g in enumerate(generations):
             for ids, logprobs, finished in zip(g.completion_ids, g.logprobs, g.finished):
                 out["prompt_ids"].append(g.prompt_ids)
                 out["completion_ids"].append(ids)
                 out["logprobs"].append(logprobs)
                 out["finished"].append(finished)
+                if rows is not None:
+                    out["question"].append(rows[i]["question"])
+                    out["answer"].append(rows[i]["answer"])
         return out
 
 
 # TRL log keys -> metrics.jsonl keys (the report and the EmpoRun status read these names)
 _RENAMES = {"reward": "reward", "reward_std": "reward_std", "completions/mean_length": "completion_length",
             "loss": "loss", "grad_norm": "grad_norm", "learning_rate": "learning_rate", "entropy": "token_entropy"}
+
+
+# TRL log keys that belong to the optimizer step itself, not to the rollout it learned from
+_UPDATE_KEYS = ("loss", "grad_norm", "learning_rate", "epoch", "step_time", "entropy", "kl", "clip_ratio",
+                "cispo_clip_ratio")
+
+
+def _is_update_key(key: str) -> bool:
+    return key.split("/")[0] in _UPDATE_KEYS
 
 
 def step_record(step: int, logs: dict[str, Any], reward_stats: dict[str, Any], rollout: RolloutStats,
@@ -200,6 +235,8 @@ def step_record(step: int, logs: dict[str, Any], reward_stats: dict[str, Any], r
     record["step_seconds"] = round(step_seconds, 3)
     record["completion_tokens"] = rollout.tokens
     record["batch_digest"] = rollout.batch_digest
+    if rollout.resampled_fraction is not None:
+        record["resampled_fraction"] = round(rollout.resampled_fraction, 4)
     return record
 
 
@@ -212,6 +249,7 @@ def make_callback(emit: Callable[[dict[str, Any]], None], reward_fn: Any, engine
     class EmpoCallback(TrainerCallback):
         def __init__(self):
             self._step_start = time.perf_counter()
+            self._rollout_logs: dict[str, Any] = {}
 
         def on_train_begin(self, args, state, control, **kwargs):
             # With periodic evals, the untrained policy is the baseline every later eval is read against.
@@ -227,10 +265,17 @@ def make_callback(emit: Callable[[dict[str, Any]], None], reward_fn: Any, engine
             self._step_start = time.perf_counter()
 
         def on_log(self, args, state, control, logs=None, **kwargs):
-            if not logs or "reward" not in logs:
+            if not logs or "loss" not in logs:
                 return  # the end-of-training summary log carries no step metrics
+            # With updatesPerGeneration > 1 only the first step of a generation samples; the others
+            # repeat that rollout's figures (new_rollout false) so every step has a complete line.
+            new_rollout = "reward" in logs
+            if new_rollout:
+                self._rollout_logs = {k: v for k, v in logs.items() if not _is_update_key(k)}
+            logs = {**self._rollout_logs, **logs}
             stats = dict(getattr(reward_fn, "last_stats", {}) or {})
             record = step_record(state.global_step, logs, stats, engine.stats, time.perf_counter() - self._step_start)
+            record["new_rollout"] = new_rollout
             record["learner_processes"] = args.world_size
             emit({"type": "step", "record": record})
 

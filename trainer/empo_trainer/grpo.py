@@ -1,0 +1,57 @@
+"""TRL's GRPOTrainer with the spec's advantage epsilon.
+
+GRPO's advantage is (r - mean) / (std + eps) within each group of G samples. TRL 1.16 hard-codes
+eps = 1e-4 (the paper-era TRL value); the verl-era code uses 1e-6, and the spec lets a run choose
+(algorithm.advantageEpsilon). TRL has no option for it, so the subclass asks TRL for centred rewards
+only (scale_rewards "none": A = r - mean, with TRL's own NaN handling and logging) and divides by
+(std + eps) per group here. The std of r - mean within a group is the std of r, so the result is
+exactly (r - mean) / (std + eps), with TRL's unbiased std.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+def scale_group_advantages(centred: Any, group_size: int, eps: float) -> Any:
+    """Centred rewards (r - group mean), G consecutive per group -> (r - mean) / (std + eps).
+
+    std is the unbiased (Bessel-corrected) std of the group, as TRL computes it; a group whose
+    rewards are all equal keeps advantage 0."""
+    import torch
+
+    if centred.numel() % group_size:
+        raise RuntimeError(f"{centred.numel()} advantages are not whole groups of numGenerations={group_size}")
+    groups = centred.view(-1, group_size)
+    std = groups.std(dim=1, keepdim=True) if group_size > 1 else torch.zeros_like(groups[:, :1])
+    return (groups / (std + eps)).view_as(centred)
+
+
+def trainer_class():
+    """EmpoGRPOTrainer (built on first use: importing TRL takes seconds)."""
+    global _trainer_class
+    if _trainer_class is None:
+        from trl import GRPOTrainer
+
+        class EmpoGRPOTrainer(GRPOTrainer):
+            def __init__(self, *args: Any, advantage_epsilon: float = 1e-4, **kwargs: Any) -> None:
+                super().__init__(*args, **kwargs)
+                if self.args.scale_rewards != "group":
+                    raise ValueError(f"EmpoGRPOTrainer scales advantages per group; got scale_rewards="
+                                     f"{self.args.scale_rewards!r}")
+                self.advantage_epsilon = advantage_epsilon
+                self.scale_rewards = "none"  # TRL centres; _generate_and_score_completions scales
+
+            def _generate_and_score_completions(self, inputs):
+                output = super()._generate_and_score_completions(inputs)
+                # training only: evaluation through TRL (num_generations_eval) is not used by EMPO
+                if self.model.training:
+                    output["advantages"] = scale_group_advantages(
+                        output["advantages"], self.num_generations, self.advantage_epsilon)
+                return output
+
+        _trainer_class = EmpoGRPOTrainer
+    return _trainer_class
+
+
+_trainer_class = None
