@@ -231,11 +231,6 @@ class Unanswered(str, Enum):
     singleton = "singleton"
 
 
-class FilteredGroups(str, Enum):
-    zero = "zero"
-    resample = "resample"
-
-
 class ClusteringMethod(str, Enum):
     math = "math"
     embedding = "embedding"
@@ -326,29 +321,11 @@ class AlgorithmSpec(_Model):
     importance_sampling_level: ImportanceSamplingLevel = Field(
         ImportanceSamplingLevel.token, description="token: GRPO ratio per token; sequence: GSPO's sequence-level ratio."
     )
-    epsilon: float = Field(
-        0.2, gt=0.0, le=1.0, description="Lower clipping bound of the policy ratio (1 - epsilon). Acts only when the "
-        "policy moves between generation and update: updatesPerGeneration or passesPerGeneration above 1.")
+    epsilon: float = Field(0.2, gt=0.0, le=1.0, description="Lower clipping bound of the policy ratio (1 - epsilon).")
     epsilon_high: float | None = Field(None, gt=0.0, le=1.0, description="Upper clipping bound; defaults to epsilon.")
-    advantage_epsilon: float = Field(
-        1e-4, gt=0.0, le=1.0, description="eps in (r - mean) / (std + eps): 1e-4 as in the paper-era code, 1e-6 in the "
-        "verl-era code.")
-    updates_per_generation: int = Field(
-        1, ge=1, le=1024, description="Optimizer steps per generation: each generation samples promptsPerStep x "
-        "this many prompts and updates on them in this many mini-batches of promptsPerStep. 1 is the paper-era "
-        "on-policy update (policy ratio exactly 1, so epsilon never clips); the verl-era recipe uses 8.")
-    passes_per_generation: int = Field(
-        1, ge=1, le=64, description="Passes over each generation's completions (GRPO's mu, TRL's num_iterations); "
-        "each pass is updatesPerGeneration optimizer steps.")
+    advantage_epsilon: float = Field(1e-4, gt=0.0, le=1.0, description="eps in (r - mean) / (std + eps).")
     entropy_band: EntropyBand = Field(default_factory=EntropyBand, description="Group filter on normalised semantic entropy.")
     min_majority: float = Field(0.0, ge=0.0, le=1.0, description="Group filter: keep a group if its largest cluster's share >= this (0 = off).")
-    filtered_groups: FilteredGroups = Field(
-        FilteredGroups.zero, description="Groups outside the group filter: zero (equal rewards, no gradient: the "
-        "paper-era code) or resample (replaced by groups of new prompts until the batch is full, as the verl-era "
-        "code and DAPO do; metrics record resampled_fraction).")
-    resample_rounds: int = Field(
-        2, ge=1, le=16, description="filteredGroups resample: extra rounds of sampling per generation at most; groups "
-        "still outside the filter after them are kept with zero advantage.")
     unanswered: Unanswered = Field(
         Unanswered.zero, description="Answers that do not parse: zero (reward 0) or singleton (own cluster, 1/G)."
     )
@@ -455,6 +432,55 @@ class Toleration(_Model):
         return self
 
 
+class LocalObjectRef(_Model):
+    name: str = Field(pattern=DNS_LABEL, max_length=253, description="Name of an object in the EmpoRun's namespace.")
+
+
+class EnvVar(_Model):
+    model_config = ConfigDict(json_schema_extra=_schema_extra(
+        cel("has(self.value) != has(self.secretKeyRef)", "ray.env: set value or secretKeyRef, exactly one")))
+
+    name: str = Field(pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$", max_length=253, description="Variable name.")
+    value: str | None = Field(None, description="Literal value.")
+    secret_key_ref: SecretKeyRef | None = Field(None, description="The value of one key of a Secret.")
+
+    @field_validator("name")
+    @classmethod
+    def _not_reserved(cls, v: str) -> str:
+        if v.startswith("EMPO_"):
+            raise ValueError(f"'{v}': EMPO_* variables are set by the operator")
+        return v
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "EnvVar":
+        if (self.value is None) == (self.secret_key_ref is None):
+            raise ValueError(f"{self.name}: set value or secretKeyRef, exactly one")
+        return self
+
+
+class EnvFromSource(_Model):
+    model_config = ConfigDict(json_schema_extra=_schema_extra(
+        cel("has(self.secretRef) != has(self.configMapRef)", "ray.envFrom: set secretRef or configMapRef, exactly one")))
+
+    secret_ref: LocalObjectRef | None = Field(None, description="Every key of this Secret becomes a variable.")
+    config_map_ref: LocalObjectRef | None = Field(None, description="Every key of this ConfigMap becomes a variable.")
+    prefix: str | None = Field(None, pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$", max_length=253,
+                               description="Prepended to every variable name.")
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "EnvFromSource":
+        if (self.secret_ref is None) == (self.config_map_ref is None):
+            raise ValueError("set secretRef or configMapRef, exactly one")
+        return self
+
+
+def _free_form(schema: dict[str, Any]) -> None:
+    """A Kubernetes object the API server keeps as written (e.g. affinity), validated by the kubelet's API."""
+    for key in ("anyOf", "additionalProperties", "default"):
+        schema.pop(key, None)
+    schema.update({"type": "object", "x-kubernetes-preserve-unknown-fields": True})
+
+
 class RaySpec(_Model):
     image: str | None = Field(
         None, description="Trainer image for head and workers; default: the operator's configured trainer image."
@@ -467,6 +493,21 @@ class RaySpec(_Model):
     node_selector: dict[str, str] = Field(default_factory=dict, max_length=64, description="Node selector of GPU worker pods.")
     tolerations: list[Toleration] = Field(
         default_factory=list, max_length=32, description="Tolerations of GPU worker pods."
+    )
+    image_pull_secrets: list[LocalObjectRef] = Field(
+        default_factory=list, max_length=16, description="Secrets to pull the trainer image with, on every pod."
+    )
+    env: list[EnvVar] = Field(
+        default_factory=list, max_length=128, description="Extra environment of every pod (e.g. a proxy, or a token from a Secret)."
+    )
+    env_from: list[EnvFromSource] = Field(
+        default_factory=list, max_length=16, description="Secrets and ConfigMaps whose keys become environment of every pod."
+    )
+    priority_class_name: str | None = Field(
+        None, pattern=r"^[a-z0-9]([-a-z0-9.]*[a-z0-9])?$", max_length=253, description="PriorityClass of every pod."
+    )
+    affinity: dict[str, Any] | None = Field(
+        None, description="Kubernetes affinity of the worker pods (as in a pod spec).", json_schema_extra=_free_form
     )
 
 

@@ -221,6 +221,26 @@ def _env(run: EmpoRun, spec: EmpoRunSpec, attempt: int) -> list[dict[str, Any]]:
     return env
 
 
+def _user_env(spec: EmpoRunSpec) -> list[dict[str, Any]]:
+    """spec.ray.env, after the operator's own variables."""
+    return [{"name": e.name, "value": e.value} if e.secret_key_ref is None
+            else {"name": e.name, "valueFrom": {"secretKeyRef": e.secret_key_ref.to_wire()}} for e in spec.ray.env]
+
+
+def _with_platform(pod_spec: dict[str, Any], spec: EmpoRunSpec) -> dict[str, Any]:
+    """What a platform team sets on every pod: pull secrets, extra environment, priority."""
+    ray = spec.ray
+    for c in pod_spec["containers"]:
+        c["env"] = c["env"] + _user_env(spec)
+        if ray.env_from:
+            c["envFrom"] = [e.to_wire() for e in ray.env_from]
+    if ray.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [r.to_wire() for r in ray.image_pull_secrets]
+    if ray.priority_class_name:
+        pod_spec["priorityClassName"] = ray.priority_class_name
+    return pod_spec
+
+
 def _resources(cpu: str, memory: str, gpus: int = 0) -> dict[str, Any]:
     limits: dict[str, Any] = {"cpu": cpu, "memory": memory}
     if gpus:
@@ -239,7 +259,7 @@ def _head_group(run: EmpoRun, spec: EmpoRunSpec, attempt: int) -> dict[str, Any]
         "rayStartParams": {"num-cpus": "0"},
         "template": {
             "metadata": {"labels": labels(run, "head")},
-            "spec": {
+            "spec": _with_platform({
                 "serviceAccountName": trainer_name(run.name),
                 "containers": [{
                     "name": "ray-head",
@@ -249,7 +269,7 @@ def _head_group(run: EmpoRun, spec: EmpoRunSpec, attempt: int) -> dict[str, Any]
                     "volumeMounts": [{"name": CONFIG_VOLUME, "mountPath": CONFIG_MOUNT, "readOnly": True}],
                 }],
                 "volumes": [{"name": CONFIG_VOLUME, "configMap": {"name": config_name(run.name)}}],
-            },
+            }, spec),
         },
     }
 
@@ -270,6 +290,9 @@ def _worker_group(run: EmpoRun, spec: EmpoRunSpec, attempt: int, group: GroupPla
             pod_spec["nodeSelector"] = dict(spec.ray.node_selector)
         if spec.ray.tolerations:
             pod_spec["tolerations"] = [t.to_wire() for t in spec.ray.tolerations]
+    if spec.ray.affinity:
+        pod_spec["affinity"] = spec.ray.affinity
+    _with_platform(pod_spec, spec)
     return {
         "groupName": group.name,
         "replicas": group.replicas,

@@ -161,3 +161,36 @@ def test_immutable_changes():
     new = {"model": {"source": "b"}, "suspend": True, "eval": {"every": 10}, "storage": {"uri": "s3://b/q", "keepLast": 5}}
     assert builders.immutable_changes(old, new) == ["spec.model.source", "spec.storage.uri"]
     assert builders.immutable_changes(old, {**old, "suspend": True, "maxRestarts": 1}) == []
+
+
+def test_what_platform_teams_set_reaches_every_pod(rayjob_schema):
+    affinity = {"nodeAffinity": {"requiredDuringSchedulingIgnoredDuringExecution": {"nodeSelectorTerms": [
+        {"matchExpressions": [{"key": "pool", "operator": "In", "values": ["gpu-a"]}]}]}}}
+    ray = {"imagePullSecrets": [{"name": "registry"}], "priorityClassName": "training-high", "affinity": affinity,
+           "env": [{"name": "HTTPS_PROXY", "value": "http://proxy:3128"},
+                   {"name": "HF_TOKEN", "secretKeyRef": {"name": "hf", "key": "token"}}],
+           "envFrom": [{"secretRef": {"name": "team-secrets"}}]}
+    run = EmpoRun.model_validate({**SMALL, "metadata": {"name": "r", "namespace": "ns", "uid": UID},
+                                  "spec": {**SMALL["spec"], "ray": ray}})
+    rj = builders.build_rayjob(run, SETTINGS)
+    assert schema_check.check(rj, rayjob_schema) == []
+    rc = rj["spec"]["rayClusterSpec"]
+    pods = [rc["headGroupSpec"]["template"]["spec"]] + [g["template"]["spec"] for g in rc["workerGroupSpecs"]]
+    for pod in pods:
+        assert pod["imagePullSecrets"] == [{"name": "registry"}] and pod["priorityClassName"] == "training-high"
+        (c,) = pod["containers"]
+        assert env(c)["HTTPS_PROXY"] == "http://proxy:3128"
+        assert env(c)["HF_TOKEN"] == {"secretKeyRef": {"name": "hf", "key": "token"}}
+        assert c["envFrom"] == [{"secretRef": {"name": "team-secrets"}}]
+        assert env(c)["EMPO_RUN_NAME"] == "r"  # the operator's own variables stay
+    assert all(g["template"]["spec"]["affinity"] == affinity for g in rc["workerGroupSpecs"])
+
+
+@pytest.mark.parametrize("env_var, message", [
+    ({"name": "EMPO_ATTEMPT", "value": "9"}, "set by the operator"),
+    ({"name": "X"}, "exactly one"),
+    ({"name": "X", "value": "1", "secretKeyRef": {"name": "s", "key": "k"}}, "exactly one"),
+])
+def test_extra_env_is_checked(env_var, message):
+    with pytest.raises(ValueError, match=message):
+        EmpoRun.model_validate({**SMALL, "metadata": {"name": "r"}, "spec": {**SMALL["spec"], "ray": {"env": [env_var]}}})
