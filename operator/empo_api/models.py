@@ -231,6 +231,11 @@ class Unanswered(str, Enum):
     singleton = "singleton"
 
 
+class FilteredGroups(str, Enum):
+    zero = "zero"
+    resample = "resample"
+
+
 class ClusteringMethod(str, Enum):
     math = "math"
     embedding = "embedding"
@@ -321,11 +326,29 @@ class AlgorithmSpec(_Model):
     importance_sampling_level: ImportanceSamplingLevel = Field(
         ImportanceSamplingLevel.token, description="token: GRPO ratio per token; sequence: GSPO's sequence-level ratio."
     )
-    epsilon: float = Field(0.2, gt=0.0, le=1.0, description="Lower clipping bound of the policy ratio (1 - epsilon).")
+    epsilon: float = Field(
+        0.2, gt=0.0, le=1.0, description="Lower clipping bound of the policy ratio (1 - epsilon). Acts only when the "
+        "policy moves between generation and update: updatesPerGeneration or passesPerGeneration above 1.")
     epsilon_high: float | None = Field(None, gt=0.0, le=1.0, description="Upper clipping bound; defaults to epsilon.")
-    advantage_epsilon: float = Field(1e-4, gt=0.0, le=1.0, description="eps in (r - mean) / (std + eps).")
+    advantage_epsilon: float = Field(
+        1e-4, gt=0.0, le=1.0, description="eps in (r - mean) / (std + eps): 1e-4 as in the paper-era code, 1e-6 in the "
+        "verl-era code.")
+    updates_per_generation: int = Field(
+        1, ge=1, le=1024, description="Optimizer steps per generation: each generation samples promptsPerStep x "
+        "this many prompts and updates on them in this many mini-batches of promptsPerStep. 1 is the paper-era "
+        "on-policy update (policy ratio exactly 1, so epsilon never clips); the verl-era recipe uses 8.")
+    passes_per_generation: int = Field(
+        1, ge=1, le=64, description="Passes over each generation's completions (GRPO's mu, TRL's num_iterations); "
+        "each pass is updatesPerGeneration optimizer steps.")
     entropy_band: EntropyBand = Field(default_factory=EntropyBand, description="Group filter on normalised semantic entropy.")
     min_majority: float = Field(0.0, ge=0.0, le=1.0, description="Group filter: keep a group if its largest cluster's share >= this (0 = off).")
+    filtered_groups: FilteredGroups = Field(
+        FilteredGroups.zero, description="Groups outside the group filter: zero (equal rewards, no gradient: the "
+        "paper-era code) or resample (replaced by groups of new prompts until the batch is full, as the verl-era "
+        "code and DAPO do; metrics record resampled_fraction).")
+    resample_rounds: int = Field(
+        2, ge=1, le=16, description="filteredGroups resample: extra rounds of sampling per generation at most; groups "
+        "still outside the filter after them are kept with zero advantage.")
     unanswered: Unanswered = Field(
         Unanswered.zero, description="Answers that do not parse: zero (reward 0) or singleton (own cluster, 1/G)."
     )
