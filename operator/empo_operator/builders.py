@@ -11,7 +11,7 @@ import json
 from typing import Any
 
 from empo_api.models import API_VERSION, MUTABLE_SPEC_FIELDS, PLURAL, GROUP, EmpoRun, EmpoRunSpec
-from empo_api.placement import GroupPlan, PlacementPlan, group_resource, plan_placement
+from empo_api.placement import LEARNER, GroupPlan, PlacementPlan, group_resource, plan_placement
 
 from .settings import Settings
 
@@ -38,6 +38,9 @@ ENTRYPOINT = f"python -m empo_trainer run --config {CONFIG_MOUNT}/{CONFIG_KEY}"
 # Job only runs `ray job submit` and follows the logs, the driver itself runs on the head.
 SUBMISSION_MODE = "K8sJobMode"
 GPU_RESOURCE = "nvidia.com/gpu"
+# The driver (head) serves the run's step metrics here; the chart's PodMonitor scrapes the port by name.
+TRAINING_METRICS_PORT = 9410
+TRAINING_METRICS_PORT_NAME = "empo-metrics"
 
 
 class SpecError(ValueError):
@@ -241,6 +244,26 @@ def _with_platform(pod_spec: dict[str, Any], spec: EmpoRunSpec) -> dict[str, Any
     return pod_spec
 
 
+def _secret_env(var: str, name: str, key: str) -> dict[str, Any]:
+    return {"name": var, "valueFrom": {"secretKeyRef": {"name": name, "key": key}}}
+
+
+def _head_env(spec: EmpoRunSpec) -> list[dict[str, Any]]:
+    """The driver alone serves /metrics and stages the model (so it alone holds HF_TOKEN)."""
+    env = [{"name": "EMPO_METRICS_PORT", "value": str(TRAINING_METRICS_PORT)}]
+    if spec.model.token_secret_ref is not None:
+        env.append(_secret_env("HF_TOKEN", spec.model.token_secret_ref.name, spec.model.token_secret_ref.key))
+    return env
+
+
+def _learner_env(spec: EmpoRunSpec) -> list[dict[str, Any]]:
+    """transformers' WandbCallback runs in learner rank 0, on a learner pod."""
+    wandb = spec.tracking.wandb
+    if wandb is None or wandb.api_key_secret_ref is None:
+        return []
+    return [_secret_env("WANDB_API_KEY", wandb.api_key_secret_ref.name, wandb.api_key_secret_ref.key)]
+
+
 def _resources(cpu: str, memory: str, gpus: int = 0) -> dict[str, Any]:
     limits: dict[str, Any] = {"cpu": cpu, "memory": memory}
     if gpus:
@@ -264,7 +287,8 @@ def _head_group(run: EmpoRun, spec: EmpoRunSpec, attempt: int) -> dict[str, Any]
                 "containers": [{
                     "name": "ray-head",
                     "image": spec.ray.image,
-                    "env": _env(run, spec, attempt),
+                    "env": _env(run, spec, attempt) + _head_env(spec),
+                    "ports": [{"name": TRAINING_METRICS_PORT_NAME, "containerPort": TRAINING_METRICS_PORT}],
                     "resources": _resources(spec.ray.head.cpu, spec.ray.head.memory),
                     "volumeMounts": [{"name": CONFIG_VOLUME, "mountPath": CONFIG_MOUNT, "readOnly": True}],
                 }],
@@ -281,7 +305,7 @@ def _worker_group(run: EmpoRun, spec: EmpoRunSpec, attempt: int, group: GroupPla
         "containers": [{
             "name": "ray-worker",
             "image": spec.ray.image,
-            "env": _env(run, spec, attempt),
+            "env": _env(run, spec, attempt) + (_learner_env(spec) if group.name == LEARNER else []),
             "resources": _resources(group.cpu, group.memory, group.gpus_per_pod),
         }],
     }
