@@ -114,6 +114,81 @@ def print_table(result: dict) -> None:
         print(f"{label:<22}" + "".join(f"{row[c]['mean']:>12.3f} ± {row[c]['std']:<5.3f}" for c in cols))
 
 
+def run_experiment(train_rows: list[dict], heldout_rows: list[dict], settings: runner.Settings, seeds: list[int],
+                   arms: list[str], parallel: int, work: Path, out: Path, keep_checkpoints: bool, description: str,
+                   script: str) -> dict:
+    """Train every arm for every seed with `empo train` on train_rows (question, answer), evaluate
+    each final checkpoint and the base model on heldout_rows; write out (.json and .png)."""
+    train_file = tasks.write_jsonl(train_rows, work / "data" / "train.jsonl")
+    heldout_file = tasks.write_jsonl(heldout_rows, work / "data" / "heldout.jsonl")
+    runs_dir, evals_dir = work / "runs", work / "evals"
+    evals_dir.mkdir(parents=True, exist_ok=True)
+    started = time.perf_counter()
+    load_before = os.getloadavg()
+
+    def arm_job(arm: str, seed: int) -> dict:
+        name = f"{arm}-s{seed}"
+        path = runner.write_manifest(runner.manifest(name, arm, seed, train_file, settings),
+                                     work / "manifests" / f"{name}.yaml")
+        rc, seconds = runner.train(path, runs_dir, settings.steps, work / f"{name}.train.log")
+        if rc != 0:
+            raise RuntimeError(f"empo train {path} failed (exit {rc}); see {work / f'{name}.train.log'}")
+        print(f"  trained {name} in {seconds:.0f}s", flush=True)
+        checkpoint = runner.final_checkpoint(runs_dir, name)
+        ev = eval_subprocess(str(checkpoint), heldout_file, evals_dir / f"{name}.json", settings)
+        if not keep_checkpoints:
+            shutil.rmtree(checkpoint)
+        print(f"  evaluated {name}: greedy {ev['greedy']:.3f}, avg@{settings.eval_k} {ev[f'avg@{settings.eval_k}']:.3f}"
+              f" ({ev['seconds']:.0f}s)", flush=True)
+        return {"arm": arm, "seed": seed, "train_seconds": round(seconds, 1), "eval": ev,
+                "metrics": runner.read_metrics(runs_dir, name)}
+
+    def base_job() -> dict:
+        ev = eval_subprocess("bundled:smollm2-135m-instruct", heldout_file, evals_dir / "base.json", settings)
+        print(f"  evaluated base: greedy {ev['greedy']:.3f}, avg@{settings.eval_k} {ev[f'avg@{settings.eval_k}']:.3f}"
+              f" ({ev['seconds']:.0f}s)", flush=True)
+        return {"arm": "base", "seed": None, "eval": ev, "metrics": []}
+
+    print(f"{len(train_rows)} train / {len(heldout_rows)} held-out questions; arms {arms}, seeds {seeds}, "
+          f"{settings.steps} steps x {settings.prompts_per_step} prompts x {settings.num_generations} samples", flush=True)
+    with ThreadPoolExecutor(parallel) as pool:
+        futures = [pool.submit(base_job)] + [pool.submit(arm_job, a, s) for s in seeds for a in arms]
+        jobs = [f.result() for f in futures]
+    wall = time.perf_counter() - started
+
+    k = settings.eval_k
+    cols = ["greedy", f"avg@{k}", f"maj@{k}", "semantic_entropy", "answered"]
+    table, curve = {}, {}
+    for arm in ["base"] + arms:
+        rows = [j for j in jobs if j["arm"] == arm]
+        table[arm] = {c: mean_spread([r["eval"][c] for r in rows]) for c in cols}
+        if arm != "base":
+            ms = [r["metrics"] for r in rows]
+            curve[arm] = {key: curves(ms, key) for key in
+                          ("reward", "semantic_entropy", "majority_ratio", "label_accuracy", "filtered_fraction")}
+    result = {
+        "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        "machine": platform.platform(), "cpus": os.cpu_count(),
+        "load_average_before": [round(x, 2) for x in load_before],
+        "load_average_after": [round(x, 2) for x in os.getloadavg()],
+        "wall_seconds": round(wall, 1),
+        "command": f"nice -n 5 .venv/bin/python {script} " + " ".join(sys.argv[1:]),
+        "model": "bundled:smollm2-135m-instruct",
+        "task": {"train": len(train_rows), "heldout": len(heldout_rows), "description": description},
+        "prompt": {"system": runner.SYSTEM, "userTemplate": runner.USER_TEMPLATE, "answerFallbacks": True},
+        "settings": asdict(settings), "seeds": seeds,
+        "table": table, "curves": curve,
+        "runs": [{k_: v for k_, v in j.items()} for j in jobs],
+    }
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=1))
+    plot(result, out.with_suffix(".png"))
+    print_table(result)
+    print(f"wall {wall:.0f}s; load average before {result['load_average_before']}, after {result['load_average_after']}")
+    print(f"wrote {out} and {out.with_suffix('.png')}")
+    return result
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
@@ -146,76 +221,10 @@ def main() -> int:
         return 0
 
     settings = runner.Settings(steps=args.steps, learning_rate=args.lr, eval_k=args.eval_k, eval_limit=args.eval_limit)
-    work = args.work
     train_rows, heldout_rows = tasks.split()
-    train_file = tasks.write_jsonl(train_rows, work / "data" / "train.jsonl")
-    heldout_file = tasks.write_jsonl(heldout_rows, work / "data" / "heldout.jsonl")
-    runs_dir, evals_dir = work / "runs", work / "evals"
-    evals_dir.mkdir(parents=True, exist_ok=True)
-    started = time.perf_counter()
-    load_before = os.getloadavg()
-
-    def arm_job(arm: str, seed: int) -> dict:
-        name = f"{arm}-s{seed}"
-        path = runner.write_manifest(runner.manifest(name, arm, seed, train_file, settings),
-                                     work / "manifests" / f"{name}.yaml")
-        rc, seconds = runner.train(path, runs_dir, settings.steps, work / f"{name}.train.log")
-        if rc != 0:
-            raise RuntimeError(f"empo train {path} failed (exit {rc}); see {work / f'{name}.train.log'}")
-        print(f"  trained {name} in {seconds:.0f}s", flush=True)
-        checkpoint = runner.final_checkpoint(runs_dir, name)
-        ev = eval_subprocess(str(checkpoint), heldout_file, evals_dir / f"{name}.json", settings)
-        if not args.keep_checkpoints:
-            shutil.rmtree(checkpoint)
-        print(f"  evaluated {name}: greedy {ev['greedy']:.3f}, avg@{settings.eval_k} {ev[f'avg@{settings.eval_k}']:.3f}"
-              f" ({ev['seconds']:.0f}s)", flush=True)
-        return {"arm": arm, "seed": seed, "train_seconds": round(seconds, 1), "eval": ev,
-                "metrics": runner.read_metrics(runs_dir, name)}
-
-    def base_job() -> dict:
-        ev = eval_subprocess("bundled:smollm2-135m-instruct", heldout_file, evals_dir / "base.json", settings)
-        print(f"  evaluated base: greedy {ev['greedy']:.3f}, avg@{settings.eval_k} {ev[f'avg@{settings.eval_k}']:.3f}"
-              f" ({ev['seconds']:.0f}s)", flush=True)
-        return {"arm": "base", "seed": None, "eval": ev, "metrics": []}
-
-    print(f"{len(train_rows)} train / {len(heldout_rows)} held-out questions; arms {args.arms}, seeds {args.seeds}, "
-          f"{settings.steps} steps x {settings.prompts_per_step} prompts x {settings.num_generations} samples", flush=True)
-    with ThreadPoolExecutor(args.parallel) as pool:
-        futures = [pool.submit(base_job)] + [pool.submit(arm_job, a, s) for s in args.seeds for a in args.arms]
-        jobs = [f.result() for f in futures]
-    wall = time.perf_counter() - started
-
-    k = settings.eval_k
-    cols = ["greedy", f"avg@{k}", f"maj@{k}", "semantic_entropy", "answered"]
-    table, curve = {}, {}
-    for arm in ["base"] + args.arms:
-        rows = [j for j in jobs if j["arm"] == arm]
-        table[arm] = {c: mean_spread([r["eval"][c] for r in rows]) for c in cols}
-        if arm != "base":
-            ms = [r["metrics"] for r in rows]
-            curve[arm] = {key: curves(ms, key) for key in
-                          ("reward", "semantic_entropy", "majority_ratio", "label_accuracy", "filtered_fraction")}
-    result = {
-        "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": platform.platform(), "cpus": os.cpu_count(),
-        "load_average_before": [round(x, 2) for x in load_before],
-        "load_average_after": [round(x, 2) for x in os.getloadavg()],
-        "wall_seconds": round(wall, 1),
-        "command": "nice -n 5 .venv/bin/python benchmarks/experiment_empo_cpu.py " + " ".join(sys.argv[1:]),
-        "model": "bundled:smollm2-135m-instruct",
-        "task": {"train": len(train_rows), "heldout": len(heldout_rows),
-                 "description": "one-digit a + b and a times b, split by operand pair (benchmarks/experiment/tasks.py)"},
-        "prompt": {"system": runner.SYSTEM, "userTemplate": runner.USER_TEMPLATE, "answerFallbacks": True},
-        "settings": asdict(settings), "seeds": args.seeds,
-        "table": table, "curves": curve,
-        "runs": [{k_: v for k_, v in j.items()} for j in jobs],
-    }
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(result, indent=1))
-    plot(result, args.out.with_suffix(".png"))
-    print_table(result)
-    print(f"wall {wall:.0f}s; load average before {result['load_average_before']}, after {result['load_average_after']}")
-    print(f"wrote {args.out} and {args.out.with_suffix('.png')}")
+    run_experiment(train_rows, heldout_rows, settings, args.seeds, args.arms, args.parallel, args.work, args.out,
+                   args.keep_checkpoints, "one-digit a + b and a times b, split by operand pair "
+                   "(benchmarks/experiment/tasks.py)", "benchmarks/experiment_empo_cpu.py")
     return 0
 
 

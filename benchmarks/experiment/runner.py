@@ -31,6 +31,7 @@ class Settings:
     learning_rate: float = 1e-5
     eval_k: int = 8
     eval_limit: int = 48
+    max_prompt_length: int = 64  # word problems need more than one-digit sums
 
 
 def manifest(name: str, reward: str, seed: int, train_file: Path, s: Settings) -> dict[str, Any]:
@@ -47,7 +48,7 @@ def manifest(name: str, reward: str, seed: int, train_file: Path, s: Settings) -
             "algorithm": {
                 "reward": reward, "answerFallbacks": True, "seed": seed,
                 "numGenerations": s.num_generations, "promptsPerStep": s.prompts_per_step,
-                "temperature": s.temperature, "maxPromptLength": 64, "maxCompletionLength": s.max_completion_length,
+                "temperature": s.temperature, "maxPromptLength": s.max_prompt_length, "maxCompletionLength": s.max_completion_length,
                 "learningRate": s.learning_rate, "steps": s.steps, "gradientAccumulation": 1,
             },
             "sampler": {"backend": "transformers", "replicas": 0, "gpusPerReplica": 0},
@@ -103,7 +104,7 @@ def evaluate_model(model: str, heldout: Path, s: Settings, seed: int = 1234) -> 
     from empo_trainer.sampling.transformers_backend import TransformersSampler
 
     path = model_source.resolve(model) if model.startswith("bundled:") else model
-    sampler = TransformersSampler(path, "float32", max_prompt_length=64)
+    sampler = TransformersSampler(path, "float32", max_prompt_length=s.max_prompt_length)
     matcher = FunctionMatcher(lambda text: extract_answer(text, fallbacks=True), MathEquivalence().equivalent)
     prompt = PromptSpec(system=SYSTEM, user_template=USER_TEMPLATE)
     bench = [f"arith-heldout={heldout}"]
