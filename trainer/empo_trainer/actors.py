@@ -49,8 +49,23 @@ class SamplerActor:
     def generate(self, prompts, params):
         return self.sampler.generate(prompts, params)
 
-    def load_weights(self, state_dict: dict[str, Any]) -> bool:
-        self.sampler.load_weights(state_dict)
+    # weight sync (weight_sync.py): object-store buckets, or NCCL broadcasts into the vLLM workers
+    def load_weights(self, named: Any) -> bool:
+        self.sampler.load_weights(named)
+        return True
+
+    def weights_loaded(self) -> bool:
+        self.sampler.weights_loaded()
+        return True
+
+    def engine_workers(self) -> int:
+        return getattr(self.sampler, "workers", 1)
+
+    def init_weight_group(self, host: str, port: int, rank_offset: int, world_size: int) -> list[int]:
+        return self.sampler.init_weight_group(host, port, rank_offset, world_size)
+
+    def receive_bucket(self, metas: list) -> bool:
+        self.sampler.receive_bucket(metas)
         return True
 
     def ready(self) -> bool:

@@ -86,8 +86,12 @@ class GroupRefill:
         """The batch after refilling (one Candidate per prompt slot) and what happened."""
         from dataclasses import replace
 
-        batch = [Candidate(self._by_prompt.get(_key(p)) or {"prompt": p, "question": "", "answer": None}, g)
-                 for p, g in zip(prompts, generations)]
+        batch = []
+        for p, g in zip(prompts, generations):
+            row = self._by_prompt.get(_key(p))
+            if row is None:  # its question and gold answer would be lost; never guess them
+                raise RuntimeError(f"dynamic sampling: prompt {str(p)[:80]!r} is not among the training rows")
+            batch.append(Candidate(row, g))
 
         def sample(n: int, round_: int) -> list[Candidate]:
             rows = [self.examples[i] for i in draw_indices(len(self.examples), n, self.spec.algorithm.seed, step,

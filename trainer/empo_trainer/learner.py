@@ -112,6 +112,7 @@ class RolloutStats:
     tokens: int = 0
     generation_seconds: float = 0.0
     sync_seconds: float = 0.0
+    sync_bytes: int = 0
     batch_digest: str = ""  # identifies the step's prompts: a resumed run must see the same data order
     resampled_fraction: float | None = None  # dynamic sampling: share of groups replaced by new prompts
 
@@ -136,30 +137,49 @@ class RolloutEngine:
     stats: RolloutStats = field(default_factory=RolloutStats)
     refill: Any = None  # dynamic_sampling.GroupRefill when algorithm.filteredGroups is resample
     _synced_step: int = -1
+    _weight_sync: Any = None
 
     def sync(self, trainer: Any) -> None:
-        import ray
+        """Push the policy to the sampler engines (weight_sync.py: NCCL to vLLM on GPUs, the Ray
+        object store otherwise). A collective when the learner is sharded: every rank calls it."""
+        from .learner_weights import iter_full_weights
+        from .weight_sync import make_weight_sync
 
-        start = time.perf_counter()
-        state = {k: v.detach().to("cpu") for k, v in trainer.model.state_dict().items()}
-        ref = ray.put(state)
-        try:
-            ray.get([s.load_weights.remote(ref) for s in self.remote_samplers], timeout=self.sync_timeout)
-        except ray.exceptions.GetTimeoutError:
-            raise RuntimeError(
-                f"weight sync to {len(self.remote_samplers)} sampler(s) took longer than {self.sync_timeout:.0f}s; "
-                "failing the attempt instead of hanging (it resumes from the latest checkpoint)"
-            ) from None
-        self.stats.sync_seconds = time.perf_counter() - start
+        named = iter_full_weights(trainer, dtype=self._sync_dtype())
+        if not self.remote_samplers:
+            for _ in named:  # drive the gathers of a sharded model; rank 0 pushes
+                pass
+            return
+        if self._weight_sync is None:
+            self._weight_sync = make_weight_sync(
+                self.remote_samplers, backend=self.spec.sampler.backend, timeout=self.sync_timeout,
+                gpu=self.spec.sampler.gpus_per_replica > 0 and _cuda_available())
+        pushed = self._weight_sync.push(named)
+        self.stats.sync_seconds, self.stats.sync_bytes = pushed.seconds, pushed.bytes
         self._synced_step = trainer.state.global_step
+
+    def _sync_dtype(self) -> Any:
+        # GPU engines run in spec.model.dtype: send that, not the learner's fp32 masters (half the
+        # bytes). CPU engines may have fallen back to float32 (no bf16 units): send as is.
+        if self.spec.sampler.gpus_per_replica == 0 or not _cuda_available() or self.spec.model.dtype == "auto":
+            return None
+        from .model_source import torch_dtype
+
+        return torch_dtype(self.spec.model.dtype)
 
     def _generate(self, prompts: list[Any], params: Any) -> list[Any]:
         if self.local_sampler is not None:
             return self.local_sampler.generate(prompts, params)
         import ray
 
-        shards = [prompts[i::len(self.remote_samplers)] for i in range(len(self.remote_samplers))]
-        futures = [s.generate.remote(shard, params) for s, shard in zip(self.remote_samplers, shards) if shard]
+        from dataclasses import replace
+
+        from .sampling import prompt_seeds
+
+        # each prompt keeps the seed of its place in the whole batch, whichever engine samples it
+        n, seeds = len(self.remote_samplers), prompt_seeds(params, len(prompts))
+        shards = [(prompts[i::n], replace(params, prompt_seeds=tuple(seeds[i::n]))) for i in range(n)]
+        futures = [s.generate.remote(*shard) for s, shard in zip(self.remote_samplers, shards) if shard[0]]
         parts = ray.get(futures)
         out: list[Any] = [None] * len(prompts)
         for i, part in enumerate(parts):  # undo the round-robin split
@@ -232,6 +252,7 @@ def step_record(step: int, logs: dict[str, Any], reward_stats: dict[str, Any], r
     record["tokens_per_second"] = round(rollout.tokens_per_second, 3)
     record["generation_seconds"] = round(rollout.generation_seconds, 3)
     record["weight_sync_seconds"] = round(rollout.sync_seconds, 3)
+    record["weight_sync_gib"] = round(rollout.sync_bytes / 2**30, 4)
     record["step_seconds"] = round(step_seconds, 3)
     record["completion_tokens"] = rollout.tokens
     record["batch_digest"] = rollout.batch_digest
