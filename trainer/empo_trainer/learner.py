@@ -100,6 +100,12 @@ def grpo_config_kwargs(spec: EmpoRunSpec, output_dir: str, *, max_steps: int, us
     )
 
 
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
 def _group_starts(prompts: Sequence[Any], group: int) -> list[Any]:
     """TRL repeats each prompt G times consecutively; we generate G samples per unique prompt."""
     if len(prompts) % group:
@@ -125,9 +131,9 @@ class RolloutStats:
 class RolloutEngine:
     """TRL `rollout_func`: completions from a colocated sampler or from sampler actors.
 
-    Remote samplers get the learner's weights through the Ray object store before the first
-    rollout after every optimizer step; a sync that takes longer than `sync_timeout` fails the
-    run rather than hanging it.
+    Remote samplers get the learner's weights (weight_sync.py) before the first rollout after
+    every optimizer step; a sync that takes longer than `sync_timeout` fails the run rather than
+    hanging it.
     """
 
     spec: EmpoRunSpec

@@ -33,8 +33,12 @@ class TransformersSampler:
         self.eos_ids = set(eos if isinstance(eos, list) else [eos]) | {tokenizer.eos_token_id}
         return self
 
-    def load_weights(self, state_dict: dict[str, Any]) -> None:
-        self.model.load_state_dict(state_dict, strict=False)
+    def load_weights(self, named: Any) -> None:
+        # a bucket of (name, tensor) pairs (or a whole state dict): strict=False loads the part given
+        self.model.load_state_dict(dict(named), strict=False)
+
+    def weights_loaded(self) -> None:
+        pass
 
     def _trim(self, ids: list[int]) -> list[int]:
         for i, tok in enumerate(ids):
