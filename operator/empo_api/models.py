@@ -700,7 +700,14 @@ class EmpoRunSpec(_Model):
         default_factory=TrackingSpec, description="Experiment tracking: TensorBoard, MLflow, Weights & Biases.")
     suspend: bool = Field(False, description="true frees the Ray cluster; false again resumes from the latest checkpoint.")
     max_restarts: int = Field(3, ge=0, le=100, description="Failed attempts retried (each resumes from the latest checkpoint).")
-    active_deadline_seconds: int | None = Field(None, ge=1, le=INT32_MAX, description="Fail an attempt that runs longer than this.")
+    active_deadline_seconds: int | None = Field(
+        None, ge=1, le=INT32_MAX, description="Fail the run when an attempt runs longer than this (not retried)."
+    )
+    pre_running_deadline_seconds: int | None = Field(
+        None, ge=1, le=INT32_MAX,
+        description="Fail the run when an attempt has not started running this long after its creation "
+        "(e.g. no GPUs to be had, or Kueue never admits it), instead of waiting forever.",
+    )
     ttl_seconds_after_finished: int = Field(
         0, ge=0, le=INT32_MAX,
         description="Seconds KubeRay keeps a finished attempt's Ray cluster (and its GPUs) before deleting it; "
@@ -753,7 +760,8 @@ class EmpoRunSpec(_Model):
 
 # Fields a user may change on a live run; every other spec field is immutable (CEL in the CRD).
 MUTABLE_SPEC_FIELDS = ("suspend", "maxRestarts", "eval", "activeDeadlineSeconds", "ttlSecondsAfterFinished",
-                       "queueName", "storage.checkpointEvery", "storage.keepLast", "storage.keepBest")
+                       "queueName", "storage.checkpointEvery", "storage.keepLast", "storage.keepBest",
+                       "preRunningDeadlineSeconds")
 
 
 # ---------------------------------------------------------------------------------------------

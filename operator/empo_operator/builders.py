@@ -357,6 +357,20 @@ def build_rayjob(run: EmpoRun, settings: Settings, attempt: int = 0,
     return {"apiVersion": "ray.io/v1", "kind": "RayJob", "metadata": meta, "spec": job_spec}
 
 
+def build_event(run: dict[str, Any], type: str, reason: str, message: str, now: str) -> dict[str, Any]:
+    """A core/v1 Event about the EmpoRun (what `kubectl describe emporun` lists)."""
+    meta = run["metadata"]
+    return {
+        "apiVersion": "v1", "kind": "Event",
+        "metadata": {"generateName": f"{meta['name']}.", "namespace": meta["namespace"]},
+        "involvedObject": {"apiVersion": API_VERSION, "kind": "EmpoRun", "name": meta["name"],
+                           "namespace": meta["namespace"], "uid": meta.get("uid")},
+        "type": type, "reason": reason, "message": message[:1024],
+        "source": {"component": MANAGED_BY}, "reportingComponent": MANAGED_BY, "reportingInstance": MANAGED_BY,
+        "firstTimestamp": now, "lastTimestamp": now, "count": 1,
+    }
+
+
 def build_children(run: EmpoRun, settings: Settings, attempt: int = 0) -> list[dict[str, Any]]:
     """Every child in creation order: the RayJob last, once what its pods mount and use exists."""
     return [build_configmap(run, settings), *build_trainer_rbac(run), build_rayjob(run, settings, attempt)]

@@ -184,6 +184,7 @@ class LearnerActor:
         trainer = trainer_class()(
             model=model, reward_funcs=[reward_fn], args=config, train_dataset=Dataset.from_list(self.examples),
             processing_class=tokenizer, rollout_func=engine, advantage_epsilon=self.spec.algorithm.advantage_epsilon,
+            sampler_correction=bool(self.samplers),  # separate engines: correct for their log-prob mismatch
         )
         self.trainer = trainer
         from transformers.trainer_callback import PrinterCallback

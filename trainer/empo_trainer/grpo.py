@@ -27,6 +27,29 @@ def scale_group_advantages(centred: Any, group_size: int, eps: float) -> Any:
     return (groups / (std + eps)).view_as(centred)
 
 
+class _EngineSyncsItself:
+    """Stands in for TRL's vLLM client: our RolloutEngine pushes weights to its own engines."""
+
+    def sync_weights(self) -> None:
+        pass
+
+
+def enable_sampler_correction(trainer: Any) -> None:
+    """Truncated importance sampling against the samplers' own log-probs, as TRL does for its vLLM.
+
+    Samplers that are separate engines (vLLM, or a transformers actor) compute log-probs with other
+    kernels, batch shapes and, between syncs, possibly other weights than the learner's. TRL then
+    recomputes the learner's log-probs of the sampled tokens, weights each token's loss by
+    min(pi_learner / pi_sampler, vllm_importance_sampling_clip_max) (the mode and cap GRPOConfig
+    carries) and logs the mismatch as sampling/sampling_logp_difference/{mean,max} and
+    sampling/importance_sampling_ratio/{min,mean,max}. TRL 1.16 gates all of it on `use_vllm`, which
+    also makes it create its own vLLM; on the rollout_func path the trainer is built without it,
+    and only the gate is turned on here (its weight-sync hook becomes a no-op)."""
+    trainer.use_vllm = True
+    trainer.vllm_generation = _EngineSyncsItself()
+    trainer._last_loaded_step = -1
+
+
 def trainer_class():
     """EmpoGRPOTrainer (built on first use: importing TRL takes seconds)."""
     global _trainer_class
@@ -34,8 +57,11 @@ def trainer_class():
         from trl import GRPOTrainer
 
         class EmpoGRPOTrainer(GRPOTrainer):
-            def __init__(self, *args: Any, advantage_epsilon: float = 1e-4, **kwargs: Any) -> None:
+            def __init__(self, *args: Any, advantage_epsilon: float = 1e-4, sampler_correction: bool = False,
+                         **kwargs: Any) -> None:
                 super().__init__(*args, **kwargs)
+                if sampler_correction:
+                    enable_sampler_correction(self)
                 if self.args.scale_rewards != "group":
                     raise ValueError(f"EmpoGRPOTrainer scales advantages per group; got scale_rewards="
                                      f"{self.args.scale_rewards!r}")

@@ -97,6 +97,10 @@ def grpo_config_kwargs(spec: EmpoRunSpec, output_dir: str, *, max_steps: int, us
         remove_unused_columns=False,
         log_completions=False,
         dataloader_num_workers=0,
+        # truncated importance sampling against separate sampler engines (grpo.enable_sampler_correction):
+        # per-token ratios capped at 2, as verl's TIS does
+        vllm_importance_sampling_mode="token_truncate",
+        vllm_importance_sampling_clip_max=2.0,
     )
 
 
