@@ -37,7 +37,7 @@ from empo_api.models import API_VERSION, GROUP, PLURAL, VERSION, EmpoRun
 from . import builders, lifecycle, metrics
 from .kube import Kube, owner_uids
 from .settings import Settings, from_env
-from .status import TERMINAL, Event, Observation, Problem, next_status
+from .status import PRE_RUNNING_DEADLINE, TERMINAL, Event, Observation, Problem, next_status
 
 log = logging.getLogger(__name__)
 RAYJOB = ("ray.io/v1", "rayjobs")
@@ -115,9 +115,14 @@ async def _resync_forever(memo: kopf.Memo) -> None:
         await asyncio.gather(*(one(k, b) for k, b in live))
 
 
-def _post(body: Any, events: list[Event]) -> None:
+async def _post(kube: Kube, run: dict[str, Any], events: list[Event]) -> None:
+    """Events on the run, posted ourselves: kopf.event works only inside kopf's own handler
+    context, not from the resync loop or a backoff's wake-up."""
     for e in events:
-        kopf.event(body, type=e.type, reason=e.reason, message=e.message[:1024])
+        try:
+            await io(kube.create, builders.build_event(run, e.type, e.reason, e.message, stamp(now())))
+        except ApiException as exc:  # an Event is worth no retry storm; the status has it all
+            log.warning(f"event {e.reason} on {run['metadata']['name']} not posted: {exc.status}")
 
 
 async def _ensure(kube: Kube, obj: dict[str, Any], uid: str) -> tuple[dict[str, Any] | None, bool]:
@@ -214,7 +219,7 @@ async def _reconcile(kube: Kube, settings: Settings, run: dict[str, Any],
                                               generation=meta.get("generation")), stamp(now()))
         if lifecycle.status_changed(status, upd.patch):
             await _write_status(kube, run, upd.patch)
-            _post(run, upd.events)
+            await _post(kube, run, upd.events)
         return None
 
     if rayjob is not None and uid not in owner_uids(rayjob):
@@ -233,7 +238,8 @@ async def _reconcile(kube: Kube, settings: Settings, run: dict[str, Any],
 
     obs = Observation(rayjob=rayjob, rayjob_name=rj_name, suspend=bool(spec.get("suspend", False)),
                       restarts=attempt, max_restarts=int(spec.get("maxRestarts", 3)),
-                      generation=meta.get("generation"), problem=problem, queued=bool(spec.get("queueName")))
+                      generation=meta.get("generation"), problem=problem, queued=bool(spec.get("queueName")),
+                      pre_running_expired=_pre_running_expired(rayjob, spec.get("preRunningDeadlineSeconds"), status))
     upd = next_status(status, obs, stamp(now()))
     patch, events = dict(upd.patch), list(upd.events)
     if rayjob is not None and status.get("nextAttemptTime"):
@@ -250,15 +256,30 @@ async def _reconcile(kube: Kube, settings: Settings, run: dict[str, Any],
         patch["nextAttemptTime"] = stamp(now() + datetime.timedelta(seconds=delay))
         events += following.events
         await _write_status(kube, run, patch)
-        _post(run, events)
+        await _post(kube, run, events)
         metrics.RESTARTS.inc()
         await io(kube.delete, *RAYJOB, namespace, rj_name, rayjob["metadata"].get("uid"))
         log.info(f"attempt {attempt} of {namespace}/{name} failed; attempt {attempt + 1} in {delay:.0f}s")
         return delay
     if lifecycle.status_changed(status, patch):
         await _write_status(kube, run, patch)
-        _post(run, events)
+        await _post(kube, run, events)
+    if upd.verdict is not None and upd.verdict.reason == PRE_RUNNING_DEADLINE and rayjob is not None:
+        # Release whatever part of the cluster did get scheduled.
+        await io(kube.delete, *RAYJOB, namespace, rj_name, rayjob["metadata"].get("uid"))
     return wait if rayjob is None and wait > 0 else None
+
+
+def _pre_running_expired(rayjob: dict[str, Any] | None, deadline: int | None, status: dict[str, Any]) -> bool:
+    """Whether the attempt has waited longer than `deadline` to run: since its RayJob was created,
+    or since the user lifted a suspend (a resumed run waits for its GPUs again)."""
+    created = parse_time(((rayjob or {}).get("metadata") or {}).get("creationTimestamp"))
+    if not deadline or created is None:
+        return False
+    suspended = next((c for c in status.get("conditions") or [] if c.get("type") == "Suspended"), {})
+    resumed = parse_time(suspended.get("lastTransitionTime")) if suspended.get("status") == "False" else None
+    since = max(created, resumed) if resumed else created
+    return (now() - since).total_seconds() > deadline
 
 
 async def _start_attempt(kube: Kube, run: dict[str, Any], model: EmpoRun, settings: Settings,

@@ -26,6 +26,7 @@ log = logging.getLogger(__name__)
 # apiVersion, kind -> plural, for every kind the operator touches.
 PLURALS = {
     ("v1", "ConfigMap"): "configmaps",
+    ("v1", "Event"): "events",
     ("v1", "ServiceAccount"): "serviceaccounts",
     ("rbac.authorization.k8s.io/v1", "Role"): "roles",
     ("rbac.authorization.k8s.io/v1", "RoleBinding"): "rolebindings",

@@ -18,6 +18,7 @@ Transitions (first matching row wins; "-" is any):
 | Failed with reason DeadlineExceeded                  | -       | -             | Failed       | DeadlineExceeded   |
 | Failed, or Complete (FAILED / STOPPED)               | -       | < maxRestarts | Restarting   | AttemptFailed      |
 | Failed, or Complete (FAILED / STOPPED)               | -       | = maxRestarts | Failed       | RestartsExhausted  |
+| not yet running (or queued) past preRunningDeadline  | false   | -             | Failed       | PreRunningDeadline.|
 | Retrying                                             | -       | -             | Restarting   | Retrying           |
 | Suspending, Suspended                                | true    | -             | Suspended    | Suspended          |
 | Suspended                                            | false   | -             | Pending      | Queued / Resuming  |
@@ -56,6 +57,7 @@ TERMINAL = (SUCCEEDED, FAILED)
 CONDITION_TYPES = ("Ready", "Reconciling", "Stalled", "Suspended", "Succeeded", "Failed")
 
 _STARTING = ("", "New", "Initializing", "Waiting")
+PRE_RUNNING_DEADLINE = "PreRunningDeadlineExceeded"
 _FAILED_JOB = ("FAILED", "STOPPED")
 
 
@@ -81,6 +83,8 @@ class Observation:
     problem: Problem | None = None  # a refused spec (changes nothing else)
     invalid_at_creation: bool = False  # the spec never passed: the run cannot start at all
     queued: bool = False  # spec.queueName is set (Kueue keeps the RayJob suspended until admitted)
+    # The attempt has not run for spec.preRunningDeadlineSeconds since its RayJob was created.
+    pre_running_expired: bool = False
 
 
 @dataclass(frozen=True)
@@ -140,6 +144,13 @@ def verdict(obs: Observation, old_phase: str | None) -> Verdict:
             return Verdict(RESTARTING, "AttemptFailed",
                            f"{why}; restart {obs.restarts + 1} of {obs.max_restarts}", restart=True)
         return Verdict(FAILED, "RestartsExhausted", f"{why}; no restarts left (maxRestarts {obs.max_restarts})")
+    waiting = deployment in _STARTING or (deployment == "Running" and job in ("", "PENDING")) \
+        or (deployment in ("Suspending", "Suspended") and obs.queued and not obs.suspend)
+    if waiting and obs.pre_running_expired:
+        return Verdict(FAILED, PRE_RUNNING_DEADLINE,
+                       f"RayJob {name} did not start running within spec.preRunningDeadlineSeconds "
+                       f"({deployment or 'created'}{', waiting for Kueue' if obs.queued else ''}): "
+                       f"are the GPUs it asks for available?")
     if deployment == "Retrying":
         return Verdict(RESTARTING, "Retrying", f"KubeRay is retrying RayJob {name}")
     if deployment in ("Suspending", "Suspended"):

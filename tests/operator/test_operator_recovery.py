@@ -125,3 +125,15 @@ def test_an_operator_upgrade_leaves_live_runs_editable(operator, api, tiny):
     wait_for(lambda: api.rayjob(rj["metadata"]["name"])["spec"].get("suspend") is True, what="the suspend applied")
     assert api.condition("smoke", "Stalled").get("status") == "False"
     assert '"image": "registry.example/empo-trainer:1"' in api.objects("configmaps")["smoke-config"]["data"]["spec.json"]
+
+
+def test_a_run_that_never_gets_resources_fails_with_a_reason(operator, api, tiny):
+    operator()
+    api.create_run(run_manifest(tiny, preRunningDeadlineSeconds=2))
+    rj = wait_for(lambda: api.attempt("smoke"), what="the RayJob")
+    api.kuberay_reports(rj["metadata"]["name"], jobDeploymentStatus="Initializing")  # pods stay Pending
+    status = api.wait_phase("smoke", "Failed", timeout=15)
+    failed = api.condition("smoke", "Failed")
+    assert failed["reason"] == "PreRunningDeadlineExceeded" and "preRunningDeadlineSeconds" in failed["message"]
+    assert status["restarts"] == 0
+    wait_for(lambda: api.rayjob(rj["metadata"]["name"]) is None, what="the waiting cluster released")
