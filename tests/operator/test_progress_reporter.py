@@ -6,6 +6,7 @@ import time
 import pytest
 
 from empo_trainer.progress import NullReporter, ProgressReporter
+from tests.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(60)
 
@@ -54,3 +55,16 @@ def test_values_that_do_not_fit_the_status_are_dropped_with_a_warning(caplog):
     assert "does not fit status.progress" in caplog.text and "does not fit status.lastEval" in caplog.text
     assert reporter.flush() is True  # nothing queued
     reporter.close(timeout=1)
+
+
+def test_default_is_one_patch_per_30_s_and_only_for_a_new_step(api, tiny, kube_emulator):
+    default = ProgressReporter.from_env({"EMPO_RUN_NAME": "x", "EMPO_API_URL": "http://127.0.0.1:9"})
+    assert default.min_interval == 30
+    default.close(timeout=1)
+    api.create_run({**tiny, "metadata": {"name": "same-step"}})
+    reporter = ProgressReporter("same-step", api.ns, kubeconfig=str(kube_emulator.kubeconfig), min_interval=0)
+    reporter.report({"step": 3, "reward": 0.5})
+    wait_for(lambda: reporter.patches_sent == 1, what="the first patch")
+    reporter.report({"step": 3, "reward": 0.5})  # the same step again: nothing new to write
+    assert reporter.flush() is True and reporter.patches_sent == 1
+    reporter.close()
