@@ -17,6 +17,7 @@ COMMANDS = {
     "validate": ("empo_api.validate", "check EmpoRun manifests; every error names its field"),
     "render": ("empo_operator.render", "print the manifests the operator would create for a run"),
     "sweep": ("empo_api.sweep", "expand a sweep grid into one EmpoRun manifest per point"),
+    "plan": ("empo_api.plan_cli", "estimate GPU memory per learner process and sampler engine of a run"),
     "train": ("empo_trainer.train_cli", "run an EmpoRun on this machine (local Ray)"),
     "rewards": ("empo_trainer.rewards.cli", "score completions offline with the EMPO reward"),
     "eval": ("empo_trainer.evaluation.cli", "evaluate a model on benchmarks"),

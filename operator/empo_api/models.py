@@ -384,8 +384,12 @@ class SamplerSpec(_Model):
     )
 
     backend: SamplerBackend = Field(SamplerBackend.vllm, description="vllm on GPUs; transformers on CPU or small GPUs.")
-    replicas: int = Field(1, ge=0, le=1024, description="Sampler engines; 0 colocates generation with the learners.")
-    gpus_per_replica: int = Field(1, ge=0, le=64, description="GPUs per sampler engine.")
+    replicas: int = Field(
+        1, ge=0, le=1024,
+        description="Sampler pods, each running gpusPerReplica / tensorParallelSize engines; 0 colocates generation "
+        "with the learners.")
+    gpus_per_replica: int = Field(
+        1, ge=0, le=64, description="GPUs per sampler pod; 0 colocates generation with the learners.")
     tensor_parallel_size: int = Field(1, ge=1, le=64, description="vLLM tensor parallel size of one engine.")
     gpu_memory_utilization: float = Field(0.7, gt=0.0, le=1.0, description="vLLM share of GPU memory.")
 
@@ -396,6 +400,12 @@ class SamplerSpec(_Model):
                 f"gpusPerReplica ({self.gpus_per_replica}) must be a multiple of tensorParallelSize ({self.tensor_parallel_size})"
             )
         return self
+
+    def engines(self) -> int:
+        """Sampler engines: one per tensorParallelSize GPUs of every pod; 0 when colocated."""
+        if not self.replicas or not self.gpus_per_replica:
+            return 0
+        return self.replicas * (self.gpus_per_replica // self.tensor_parallel_size)
 
 
 class Precision(str, Enum):
@@ -414,14 +424,24 @@ class Sharding(str, Enum):
 class LearnerSpec(_Model):
     model_config = ConfigDict(json_schema_extra=_schema_extra(_immutable("learner")))
 
-    replicas: int = Field(1, ge=1, le=1024, description="Learner processes (data parallel).")
-    gpus_per_replica: int = Field(1, ge=0, le=64, description="GPUs per learner process; 0 learns on CPU.")
+    replicas: int = Field(
+        1, ge=1, le=1024,
+        description="Learner pods. Each runs one learner process per GPU (one on CPU); all are data parallel.")
+    gpus_per_replica: int = Field(1, ge=0, le=64, description="GPUs per learner pod, one learner process each; 0 learns on CPU.")
     precision: Precision = Field(Precision.bf16, description="Mixed precision of the learner.")
     gradient_checkpointing: bool = Field(True, description="Trade compute for activation memory.")
-    sharding: Sharding = Field(Sharding.none, description="Multi-GPU sharding through accelerate (FSDP or DeepSpeed ZeRO).")
+    sharding: Sharding = Field(
+        Sharding.none,
+        description="How learner processes split the model: none = DDP (full copy each); fsdp = FSDP2, parameters, "
+        "gradients and optimizer states sharded over all learner processes (zero3 is a synonym, ZeRO-3's "
+        "equivalent); zero2 = FSDP2 keeping gathered parameters from forward to backward (ZeRO-2-like).")
     per_device_batch_size: int | None = Field(
         None, ge=1, le=1_000_000, description="Completions per forward pass; default: one step's completions / gradientAccumulation."
     )
+
+    def ranks(self) -> int:
+        """Learner processes: one per GPU, or one per pod when learning on CPU."""
+        return self.replicas * max(1, self.gpus_per_replica)
 
 
 class Resources(_Model):
@@ -673,6 +693,10 @@ class TrackingSpec(_Model):
     wandb: WandbSpec | None = Field(None, description="Log the run to Weights & Biases.")
 
 
+# Learner processes in CEL: one per GPU, one per pod on CPU (LearnerSpec.ranks).
+_LEARNER_RANKS = "(self.learner.gpusPerReplica > 0 ? self.learner.replicas * self.learner.gpusPerReplica : self.learner.replicas)"
+
+
 class EmpoRunSpec(_Model):
     model_config = ConfigDict(
         json_schema_extra=_schema_extra(
@@ -680,9 +704,17 @@ class EmpoRunSpec(_Model):
                 "algorithm.reward gold needs dataset.answerField"),
             cel("self.task == oldSelf.task", "spec.task is immutable on a live run; create a new EmpoRun instead"),
             cel("has(self.learner.perDeviceBatchSize) || (self.algorithm.promptsPerStep * self.algorithm.numGenerations)"
-                " % (self.algorithm.gradientAccumulation * self.learner.replicas) == 0",
+                f" % (self.algorithm.gradientAccumulation * {_LEARNER_RANKS}) == 0",
                 "algorithm.promptsPerStep x numGenerations must be divisible by "
-                "algorithm.gradientAccumulation x learner.replicas"),
+                "algorithm.gradientAccumulation x learner processes (learner.replicas x gpusPerReplica)"),
+            cel("self.sampler.replicas == 0 || self.sampler.gpusPerReplica == 0 || self.sampler.replicas * "
+                f"(self.sampler.gpusPerReplica / self.sampler.tensorParallelSize) >= {_LEARNER_RANKS}",
+                "sampler engines (sampler.replicas x gpusPerReplica / tensorParallelSize) must be at least the "
+                "learner processes (learner.replicas x gpusPerReplica), or sampler.replicas 0 to generate in the learners"),
+            cel(f"self.learner.sharding == 'none' || {_LEARNER_RANKS} < 2 || "
+                "(self.sampler.replicas > 0 && self.sampler.gpusPerReplica > 0)",
+                "learner.sharding needs sampler engines of their own (sampler.replicas and gpusPerReplica above 0): "
+                "sharded learners cannot generate one by one"),
         )
     )
 
@@ -722,16 +754,34 @@ class EmpoRunSpec(_Model):
         if self.algorithm.reward == RewardKind.gold.value and not self.dataset.answer_field:
             raise ValueError("algorithm.reward gold needs dataset.answerField (the gold answers)")
         self.batch_geometry()
+        self._samplers_feed_learners()
         size = len(self.model_dump_json(by_alias=True, exclude_none=True))
         if size > MAX_SPEC_BYTES:  # the spec travels in a ConfigMap (1 MiB at most) and in the RayJob
             raise ValueError(f"the spec is {size} bytes as JSON; at most {MAX_SPEC_BYTES} fit the run's ConfigMap")
         return self
 
+    def _samplers_feed_learners(self) -> None:
+        """Every learner process generates on engines of its own: fewer engines than learners would
+        leave some learners with none (they used to fall back to generating on their own GPU)."""
+        engines, ranks = self.sampler.engines(), self.learner.ranks()
+        if engines and engines < ranks:
+            raise ValueError(
+                f"sampler engines ({engines} = sampler.replicas {self.sampler.replicas} x gpusPerReplica "
+                f"{self.sampler.gpus_per_replica} / tensorParallelSize {self.sampler.tensor_parallel_size}) must be at "
+                f"least the learner processes ({ranks} = learner.replicas {self.learner.replicas} x gpusPerReplica "
+                f"{self.learner.gpus_per_replica}): add sampler replicas or GPUs, or set sampler.replicas 0 to "
+                "generate inside the learners")
+        if not engines and ranks > 1 and self.learner.sharding != Sharding.none.value:
+            # every rank would have to run the same forward passes (FSDP gathers each layer collectively)
+            raise ValueError(
+                f"learner.sharding {self.learner.sharding} needs sampler engines of their own (sampler.replicas and "
+                "gpusPerReplica above 0): sharded learners cannot generate one by one; or use learner.sharding none")
+
     def batch_geometry(self) -> tuple[int, int, int]:
         """(completions per step, per-learner micro-batch, micro-batches per step), or a ValueError
         naming the fields: promptsPerStep x G completions are split over learners and micro-batches,
         and each learner must receive whole groups (it scores its own share of the step)."""
-        a, learners = self.algorithm, self.learner.replicas
+        a, learners = self.algorithm, self.learner.ranks()
         total = a.prompts_per_step * a.num_generations
         per_device = self.learner.per_device_batch_size
         if per_device is None:
@@ -739,16 +789,17 @@ class EmpoRunSpec(_Model):
             if rest or per_device == 0:
                 raise ValueError(
                     f"algorithm.promptsPerStep x numGenerations ({total}) must be divisible by "
-                    f"algorithm.gradientAccumulation x learner.replicas ({a.gradient_accumulation} x {learners})")
+                    f"algorithm.gradientAccumulation x learner processes ({a.gradient_accumulation} x {learners}; "
+                    "one per learner GPU: learner.replicas x gpusPerReplica)")
         elif per_device * a.gradient_accumulation * learners != total:
             raise ValueError(
                 f"learner.perDeviceBatchSize ({per_device}) x algorithm.gradientAccumulation ({a.gradient_accumulation})"
-                f" x learner.replicas ({learners}) must equal promptsPerStep x numGenerations ({total})")
+                f" x learner processes ({learners}) must equal promptsPerStep x numGenerations ({total})")
         if learners > 1 and (per_device * a.gradient_accumulation) % a.num_generations:
             raise ValueError(
-                f"with {learners} learner replicas each learner's share of a step "
+                f"with {learners} learner processes each learner's share of a step "
                 f"({per_device * a.gradient_accumulation} completions) must hold whole groups of numGenerations "
-                f"({a.num_generations}); make algorithm.promptsPerStep a multiple of learner.replicas")
+                f"({a.num_generations}); make algorithm.promptsPerStep a multiple of the learner processes")
         return total, per_device, a.gradient_accumulation
 
     def clustering_method(self) -> str:

@@ -4,9 +4,11 @@ The operator sizes the RayJob's worker groups from this plan and the trainer dri
 placement groups from the same plan, so the cluster KubeRay starts holds exactly the bundles the
 driver asks for: no idle GPU, no actor waiting for a pod that never comes.
 
-One worker pod per replica. A pod advertises one unit of a custom Ray resource named after its
-group (`empo_sampler`, `empo_learner`) and every bundle asks for one unit, so a bundle can only
-land on a pod of its own group and each pod holds exactly one bundle.
+One worker pod per replica, and one process per GPU: a learner pod with N GPUs holds N learner
+ranks (one on a CPU pod), a sampler pod with N GPUs holds N / tensorParallelSize engines. A pod
+advertises as many units of a custom Ray resource named after its group (`empo_sampler`,
+`empo_learner`) as it holds bundles, and every bundle asks for one unit, so a bundle can only land
+on a pod of its own group and the pods hold exactly the plan's bundles.
 
 Colocated runs (sampler.replicas == 0 or sampler.gpusPerReplica == 0) generate inside the learner
 processes: there is no sampler group and no sampler bundle.
@@ -50,13 +52,14 @@ class Bundle:
 
 @dataclass(frozen=True)
 class GroupPlan:
-    """One KubeRay worker group: `replicas` identical pods."""
+    """One KubeRay worker group: `replicas` identical pods, each holding `bundles_per_pod` bundles."""
 
     name: str
     replicas: int
     gpus_per_pod: int
     cpu: str
     memory: str
+    bundles_per_pod: int = 1
 
     @property
     def gpus(self) -> int:
@@ -90,11 +93,13 @@ def plan_placement(spec: EmpoRunSpec) -> PlacementPlan:
     sampler_bundles: tuple[Bundle, ...] = ()
     groups: list[GroupPlan] = []
     if not colocated:
-        # One engine per pod keeps a tensor-parallel engine on one node (vLLM needs that).
-        gpus = spec.sampler.gpus_per_replica
-        sampler_bundles = tuple(Bundle(SAMPLER, gpus) for _ in range(spec.sampler.replicas))
-        groups.append(GroupPlan(SAMPLER, spec.sampler.replicas, gpus, worker.cpu, worker.memory))
-    learner_gpus = spec.learner.gpus_per_replica
-    learner_bundles = tuple(Bundle(LEARNER, learner_gpus) for _ in range(spec.learner.replicas))
-    groups.append(GroupPlan(LEARNER, spec.learner.replicas, learner_gpus, worker.cpu, worker.memory))
+        # An engine's tensor-parallel GPUs are always in one pod (vLLM needs them on one node).
+        s = spec.sampler
+        per_pod = s.gpus_per_replica // s.tensor_parallel_size
+        sampler_bundles = tuple(Bundle(SAMPLER, s.tensor_parallel_size) for _ in range(s.engines()))
+        groups.append(GroupPlan(SAMPLER, s.replicas, s.gpus_per_replica, worker.cpu, worker.memory, per_pod))
+    learner = spec.learner
+    per_pod = max(1, learner.gpus_per_replica)
+    learner_bundles = tuple(Bundle(LEARNER, 1 if learner.gpus_per_replica else 0) for _ in range(learner.ranks()))
+    groups.append(GroupPlan(LEARNER, learner.replicas, learner.gpus_per_replica, worker.cpu, worker.memory, per_pod))
     return PlacementPlan(colocated, sampler_bundles, learner_bundles, tuple(groups))

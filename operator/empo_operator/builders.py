@@ -322,10 +322,10 @@ def _worker_group(run: EmpoRun, spec: EmpoRunSpec, attempt: int, group: GroupPla
         "replicas": group.replicas,
         "minReplicas": group.replicas,
         "maxReplicas": group.replicas,
-        # One unit per pod; each placement bundle of this group asks for one (see placement.py).
+        # One unit per bundle the pod holds (one per GPU); each bundle asks for one (see placement.py).
         # Through `ray start --resources` (KubeRay's documented quoting: the shell unquotes it),
         # which every KubeRay >= 1.3 keeps; workerGroupSpecs[].resources needs KubeRay >= 1.5.
-        "rayStartParams": {"resources": ray_resources_param({group_resource(group.name): 1})},
+        "rayStartParams": {"resources": ray_resources_param({group_resource(group.name): group.bundles_per_pod})},
         "template": {"metadata": {"labels": labels(run, group.name)}, "spec": pod_spec},
     }
 

@@ -23,6 +23,7 @@ BASE = {
         "model": {"source": "Qwen/Qwen2.5-Math-1.5B"},
         "dataset": {"uri": "s3://empo-data/train.jsonl"},
         "algorithm": {"temperature": 0.9},
+        "sampler": {"replicas": 4},  # engines for up to 4 learners: the grids below vary learner.replicas
     },
 }
 

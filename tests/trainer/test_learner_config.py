@@ -12,7 +12,7 @@ from empo_trainer.learner import (RolloutStats, SpecError, _group_starts, batch_
 def spec(**algorithm):
     learner = algorithm.pop("learner", {})
     return EmpoRunSpec.model_validate({"model": {"source": "x"}, "dataset": {"uri": "d.jsonl"},
-                                       "algorithm": algorithm, "learner": learner})
+                                       "algorithm": algorithm, "learner": learner, "sampler": {"replicas": 0}})
 
 
 @pytest.mark.parametrize("algorithm,expected", [

@@ -101,13 +101,22 @@ class LearnerActor:
             sock.bind((host, 0))
             return f"{host}:{sock.getsockname()[1]}"
 
-    def join(self, address: str) -> bool:
+    def device_info(self) -> tuple[str, list[str]]:
+        """(node, GPU ids Ray gave this actor): the driver lays out local ranks per node from these."""
+        import ray
+
+        return ray.util.get_node_ip_address(), [str(g) for g in ray.get_gpu_ids()]
+
+    def join(self, address: str, visible: str | None = None, local_rank: int | None = None,
+             local_world_size: int | None = None) -> bool:
         # accelerate (under HF Trainer) initialises torch.distributed from these variables: gloo on
-        # CPU, NCCL on GPUs. One learner process per pod, hence LOCAL_RANK 0 off a laptop.
-        host, port = address.rsplit(":", 1)
-        os.environ.update(MASTER_ADDR=host, MASTER_PORT=port, RANK=str(self.rank),
-                          WORLD_SIZE=str(self.world_size), LOCAL_WORLD_SIZE="1",
-                          LOCAL_RANK="0" if os.environ.get("RAY_ADDRESS") else str(self.rank))
+        # CPU, NCCL on GPUs; one process per GPU, LOCAL_RANK picking this rank's GPU on its node.
+        if local_rank is None:  # one learner process per node
+            visible, local_rank, local_world_size = "", 0, 1
+        from .distributed import rank_environment
+
+        os.environ.update(rank_environment(address, self.rank, self.world_size, visible or "", local_rank,
+                                           local_world_size or 1))
         return True
 
     def _emit(self, event: dict[str, Any]) -> None:
@@ -166,11 +175,15 @@ class LearnerActor:
         resume = self._resume_dir(storage, fresh)
         path = model_source.resolve(self.spec.model.source, self.spec.model.revision)
         tokenizer = model_source.load_tokenizer(path, self.spec.model.revision, self.spec.model.trust_remote_code)
-        model = model_source.load_causal_lm(path, self.spec.model.dtype, self.spec.model.revision,
+        # fp32 master weights whatever spec.model.dtype (the samplers' dtype): learner.precision is
+        # the compute dtype, and a bf16 copy would round away most updates at lr 1e-6
+        model = model_source.load_causal_lm(path, "float32", self.spec.model.revision,
                                             self.spec.model.trust_remote_code)
         import torch
 
-        use_cpu = self.spec.learner.gpus_per_replica == 0 or not torch.cuda.is_available()
+        from .distributed import learner_uses_cpu, prepare, visible_devices
+
+        use_cpu = learner_uses_cpu(self.spec, torch.cuda.device_count(), visible_devices())
         out_dir = self.work_dir / "trainer"
         if fresh and out_dir.exists():
             shutil.rmtree(out_dir)
@@ -187,6 +200,7 @@ class LearnerActor:
             sampler_correction=bool(self.samplers),  # separate engines: correct for their log-prob mismatch
         )
         self.trainer = trainer
+        prepare(trainer)  # FSDP plugin details accelerate leaves out (CPU, fp32 gradient reduction)
         from transformers.trainer_callback import PrinterCallback
 
         trainer.remove_callback(PrinterCallback)  # the driver shows progress; raw log dicts are noise

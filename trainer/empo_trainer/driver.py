@@ -20,6 +20,7 @@ from empo_api.models import EmpoRun
 from empo_api.placement import plan_placement
 
 from . import metrics_exporter, tracking
+from .distributed import node_local_ranks
 from .learner import total_steps
 from .progress import ProgressReporter
 
@@ -158,7 +159,9 @@ def run(run: EmpoRun, *, steps: int | None = None, fresh: bool = False, progress
         max(1, threads // world) if local else None, rank, world) for rank in range(world)]
     if world > 1:  # data-parallel learners: torch.distributed rendezvous at rank 0's address
         address = ray.get(learners[0].rendezvous_address.remote())
-        ray.get([lr.join.remote(address) for lr in learners])
+        # one process per GPU: ranks on one node share its GPUs' visibility (NCCL peer-to-peer)
+        layout = node_local_ranks(ray.get([lr.device_info.remote() for lr in learners]))
+        ray.get([lr.join.remote(address, *layout[rank]) for rank, lr in enumerate(learners)])
 
     reporter = ProgressReporter.from_env()  # a no-op outside a cluster
     exporter = metrics_exporter.from_env(run.namespace, run.name)  # /metrics when EMPO_METRICS_PORT is set

@@ -58,7 +58,7 @@ def grpo_config_kwargs(spec: EmpoRunSpec, output_dir: str, *, max_steps: int, us
     a, learner = spec.algorithm, spec.learner
     geometry = batch_geometry(spec)
     precision = learner.precision if not use_cpu or learner.precision != "fp16" else "fp32"
-    return dict(
+    kwargs = dict(
         output_dir=output_dir,
         max_steps=max_steps,
         learning_rate=a.learning_rate,
@@ -102,6 +102,11 @@ def grpo_config_kwargs(spec: EmpoRunSpec, output_dir: str, *, max_steps: int, us
         vllm_importance_sampling_mode="token_truncate",
         vllm_importance_sampling_clip_max=2.0,
     )
+    # FSDP2 when learner.sharding asks for it (it moves activation checkpointing into FSDP's config)
+    from .distributed import fsdp_kwargs
+
+    kwargs.update(fsdp_kwargs(spec))
+    return kwargs
 
 
 def _cuda_available() -> bool:
