@@ -19,7 +19,7 @@ from typing import Any
 from empo_api.models import EmpoRun
 from empo_api.placement import plan_placement
 
-from . import metrics_exporter, tracking
+from . import metrics_exporter, model_staging, tracking
 from .distributed import node_local_ranks
 from .learner import total_steps
 from .progress import ProgressReporter
@@ -136,7 +136,10 @@ def run(run: EmpoRun, *, steps: int | None = None, fresh: bool = False, progress
     _init_ray(num_cpus)
     threads = num_cpus or os.cpu_count()
     events = Queue()
-    spec_json = spec.model_dump_json(by_alias=True)
+    # The model is fetched once, here (the one pod with HF_TOKEN), into the run's storage; the
+    # actors load that verified copy (model_staging.py).
+    actor_spec, _ = model_staging.stage(spec, storage)
+    spec_json = actor_spec.model_dump_json(by_alias=True)
     local = not os.environ.get("RAY_ADDRESS")
 
     def placed(cls, bundles, index):

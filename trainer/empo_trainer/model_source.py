@@ -20,6 +20,8 @@ from pathlib import Path
 BUNDLED_SMOLLM2 = "bundled:smollm2-135m-instruct"
 BUNDLED_TINY = "bundled:tiny-random"
 BUNDLED = (BUNDLED_SMOLLM2, BUNDLED_TINY)
+# Size and sha256 of every file of a staged model (model_staging.py), checked before it is used.
+MANIFEST_NAME = "empo-manifest.json"
 
 
 class ModelSourceError(ValueError):
@@ -117,10 +119,34 @@ def resolve(source: str, revision: str | None = None) -> str:
     if path.exists():
         if not (path / "config.json").exists():
             raise ModelSourceError(f"spec.model.source {source!r}: folder has no config.json (not a saved model)")
+        verify_manifest(path, source)
         return str(path.resolve())
     if source.startswith((".", "/", "~")):
         raise ModelSourceError(f"spec.model.source {source!r}: no such folder")
     return source  # a Hugging Face id; from_pretrained reads the local cache when offline
+
+
+def verify_manifest(folder: Path, source: str) -> None:
+    """A staged model is used only if every file has the size and sha256 its manifest lists."""
+    manifest_path = folder / MANIFEST_NAME
+    if not manifest_path.exists():
+        return
+    import hashlib
+    import json
+
+    for rel, want in json.loads(manifest_path.read_text())["files"].items():
+        path = folder / rel
+        if not path.is_file():
+            raise ModelSourceError(f"model {source!r}: {rel} is missing from the staged copy (its manifest lists it)")
+        digest = hashlib.sha256()
+        with open(path, "rb") as f:
+            for chunk in iter(lambda: f.read(8 << 20), b""):
+                digest.update(chunk)
+        if path.stat().st_size != want["size"] or digest.hexdigest() != want["sha256"]:
+            raise ModelSourceError(
+                f"model {source!r}: {rel} does not match its manifest (sha256 {digest.hexdigest()[:16]}..., "
+                f"expected {want['sha256'][:16]}...); the staged copy is corrupt: delete {MANIFEST_NAME} "
+                "there and the next attempt stages the model again")
 
 
 def _download_s3_folder(uri: str) -> Path:
@@ -128,10 +154,17 @@ def _download_s3_folder(uri: str) -> Path:
 
     bucket, _, prefix = uri[len("s3://"):].partition("/")
     prefix = prefix.rstrip("/") + "/" if prefix else ""
+    client = boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)
     dest = cache_dir() / "models" / "s3" / bucket / prefix.strip("/")
+    try:  # a staged model: cached by its manifest, so a different model staged under the same run name is fetched anew
+        import hashlib
+
+        manifest = client.get_object(Bucket=bucket, Key=prefix + MANIFEST_NAME)["Body"].read()
+        dest = cache_dir() / "models" / "staged" / hashlib.sha256(manifest).hexdigest()[:24]
+    except client.exceptions.NoSuchKey:
+        pass
 
     def build(tmp: Path) -> None:
-        client = boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)
         keys = [o["Key"] for page in client.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix=prefix)
                 for o in page.get("Contents", [])]
         if not keys:
@@ -140,6 +173,7 @@ def _download_s3_folder(uri: str) -> Path:
             out = tmp / key[len(prefix):]
             out.parent.mkdir(parents=True, exist_ok=True)
             client.download_file(bucket, key, str(out))
+        verify_manifest(tmp, uri)  # before the copy is published into the cache
 
     return _publish(build, dest)
 

@@ -1,0 +1,115 @@
+"""The model is staged once into the run's storage (real SeaweedFS), verified, and used by the run."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from empo_api.models import EmpoRunSpec, StorageSpec
+from empo_trainer import model_source, model_staging
+from empo_trainer.storage import open_run_storage
+
+from .conftest import REPO
+
+
+@pytest.fixture
+def tiny_on_s3(s3_env, monkeypatch, tmp_path):
+    """The tiny model served from the test's S3 server, and a fresh model cache."""
+    tiny = Path(model_source.resolve(model_source.BUNDLED_TINY))  # resolved before the cache moves
+    bucket = s3_env.new_bucket()
+    client = s3_env.client()
+    for f in sorted(p for p in tiny.iterdir() if p.is_file()):
+        client.upload_file(str(f), bucket, f"models/tiny/{f.name}")
+    monkeypatch.setenv("AWS_ENDPOINT_URL", s3_env.endpoint)
+    monkeypatch.setenv("EMPO_CACHE_DIR", str(tmp_path / "cache"))
+    return f"s3://{bucket}/models/tiny", tiny
+
+
+def _spec(source: str, storage_uri: str, endpoint: str) -> EmpoRunSpec:
+    return EmpoRunSpec.model_validate({"model": {"source": source}, "dataset": {"uri": "d.jsonl"},
+                                       "storage": {"uri": storage_uri, "endpoint": endpoint}})
+
+
+def test_model_is_staged_once_with_checksums_and_loads_from_the_copy(s3_env, tiny_on_s3, monkeypatch, tmp_path):
+    source, tiny = tiny_on_s3
+    spec = _spec(source, f"s3://{s3_env.new_bucket()}/runs", s3_env.endpoint)
+    storage = open_run_storage(spec.storage, "research", "qwen")
+
+    staged, copied = model_staging.stage(spec, storage)
+    assert copied and staged.model.source == storage.uri_of("model") and staged.model.source.startswith("s3://")
+    manifest = storage.read_json("model/empo-manifest.json")
+    assert manifest["source"] == source
+    assert manifest["files"]["model.safetensors"]["sha256"] == model_staging.sha256_file(tiny / "model.safetensors")
+    assert {f"model/{rel}" for rel in manifest["files"]} | {"model/empo-manifest.json"} == set(storage.list("model/"))
+
+    # found already staged: nothing is fetched from the source again (it is gone)
+    client = s3_env.client()
+    bucket, prefix = source[len("s3://"):].split("/", 1)
+    for obj in client.list_objects_v2(Bucket=bucket, Prefix=prefix)["Contents"]:
+        client.delete_object(Bucket=bucket, Key=obj["Key"])
+    again, copied = model_staging.stage(spec, storage)
+    assert not copied and again.model.source == staged.model.source
+
+    # what every actor does with the spec it is given: download the copy, verify it, load it
+    path = model_source.resolve(again.model.source)
+    model = model_source.load_causal_lm(path)
+    assert model.num_parameters() == model_source.load_causal_lm(str(tiny)).num_parameters()
+
+
+def test_a_corrupt_staged_copy_is_refused_before_use(s3_env, tiny_on_s3):
+    source, _ = tiny_on_s3
+    spec = _spec(source, f"s3://{s3_env.new_bucket()}/runs", s3_env.endpoint)
+    storage = open_run_storage(spec.storage, "research", "qwen")
+    staged, _ = model_staging.stage(spec, storage)
+    weights = bytearray(storage.read_bytes("model/model.safetensors"))
+    weights[-1] ^= 0xFF  # one flipped bit in the last tensor
+    storage.write_bytes("model/model.safetensors", bytes(weights))
+    with pytest.raises(model_source.ModelSourceError, match=r"model\.safetensors does not match its manifest"):
+        model_source.resolve(staged.model.source)
+    assert not list((Path(model_source.cache_dir()) / "models" / "staged").glob("*/config.json"))  # nothing cached
+
+
+def test_only_hub_ids_and_s3_folders_are_staged_and_only_for_s3_storage():
+    def staged(source, storage="s3://runs/x"):
+        return model_staging.needs_staging(_spec(source, storage, "http://127.0.0.1:1"))
+
+    assert staged("Qwen/Qwen2.5-Math-7B") and staged("s3://models/qwen")
+    assert not staged("bundled:tiny-random") and not staged("./models/mine") and not staged("/models/mine")
+    assert not staged("Qwen/Qwen2.5-Math-7B", storage="runs")  # one machine: its caches are shared anyway
+
+
+@pytest.mark.slow
+def test_a_run_trains_on_the_staged_model(s3_env, tiny_on_s3, tmp_path, empo_env):
+    """The RayJob entrypoint with the model and the run's storage on S3: the driver stages the model,
+    the actors load the staged, verified copy."""
+    source, _ = tiny_on_s3
+    doc = yaml.safe_load((REPO / "examples/tiny.yaml").read_text())
+    doc["spec"]["model"]["source"] = source
+    doc["spec"]["dataset"]["uri"] = str(REPO / "data/local/arith-train.jsonl")
+    doc["spec"]["storage"] = {"uri": f"s3://{s3_env.new_bucket()}/runs", "endpoint": s3_env.endpoint}
+    doc["spec"]["eval"]["benchmarks"] = []
+    doc["spec"]["tracking"] = {"tensorboard": True}  # event files written locally, copied into S3
+    config = tmp_path / "run.json"
+    config.write_text(json.dumps({"name": "staged", "namespace": "research", "spec": doc["spec"]}))
+    env = {**empo_env, **s3_env.env(), "AWS_ENDPOINT_URL": s3_env.endpoint, "EMPO_CACHE_DIR": str(tmp_path / "cache")}
+    result = subprocess.run([sys.executable, "-m", "empo_trainer", "run", "--config", str(config), "--steps", "1"],
+                            env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+    assert result.returncode == 0, result.stderr[-3000:]
+    storage = open_run_storage(StorageSpec.model_validate(doc["spec"]["storage"]), "research", "staged")
+    assert storage.read_json("model/empo-manifest.json")["source"] == source
+    assert [r["step"] for r in storage.read_metrics()] == [1]
+    # the actors loaded the staged copy, downloaded and verified (cached under its manifest's digest)
+    assert list((tmp_path / "cache" / "models").glob("staged/*/config.json"))
+
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    [events] = [k for k in storage.list("tensorboard/") if "tfevents" in k]
+    storage.download_file(events, tmp_path / "tb" / Path(events).name)
+    accumulator = EventAccumulator(str(tmp_path / "tb"))
+    accumulator.Reload()
+    assert [e.step for e in accumulator.Scalars("train/empo/semantic_entropy")] == [1]
