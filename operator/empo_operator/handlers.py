@@ -27,7 +27,7 @@ import asyncio
 import concurrent.futures
 import datetime
 import logging
-from typing import Any, Callable
+from typing import Any, Awaitable, Callable
 
 import kopf
 from kubernetes.client.exceptions import ApiException
@@ -170,14 +170,17 @@ def _wake_later(memo: kopf.Memo, namespace: str, name: str, delay: float) -> Non
 
 
 async def reconcile(memo: kopf.Memo, namespace: str, name: str, body: dict[str, Any] | None = None) -> None:
-    """Reconcile one run, re-reading it when a write finds it changed since it was read."""
+    """Reconcile one run, re-reading it when a write finds it changed since it was read. `body` is
+    a copy from a watch (possibly stale): it is checked against the server before anything is
+    created, patched or deleted."""
     for _ in range(CONFLICT_RETRIES):
+        fresh = body is None
         run = body if body is not None else await io(memo.kube.get, *EMPORUN, namespace, name)
         body = None
         if run is None or (run.get("metadata") or {}).get("deletionTimestamp"):
             return  # the run is gone; the garbage collector takes its children
         try:
-            delay = await _reconcile(memo.kube, memo.settings, run, memo.rayjobs)
+            delay = await _reconcile(memo.kube, memo.settings, run, memo.rayjobs, fresh)
         except Conflict:
             continue
         if delay is not None:
@@ -187,8 +190,19 @@ async def reconcile(memo: kopf.Memo, namespace: str, name: str, body: dict[str, 
 
 
 async def _reconcile(kube: Kube, settings: Settings, run: dict[str, Any],
-                     rayjobs: dict[tuple[str, str], dict[str, Any]]) -> float | None:
+                     rayjobs: dict[tuple[str, str], dict[str, Any]], fresh: bool) -> float | None:
     """One pass; returns the seconds until a backoff ends when the run waits for one."""
+
+    async def act() -> None:
+        # A stale copy (a status from before our last write) would start an attempt again or
+        # apply an old suspend: side effects only from what the server has now.
+        nonlocal fresh
+        if not fresh:
+            current = await io(kube.get, *EMPORUN, run["metadata"]["namespace"], run["metadata"]["name"])
+            if current is None or current["metadata"].get("resourceVersion") != run["metadata"].get("resourceVersion"):
+                raise Conflict()
+            fresh = True
+
     meta = run["metadata"]
     namespace, name, uid = meta["namespace"], meta["name"], meta["uid"]
     status = dict(run.get("status") or {})
@@ -230,11 +244,13 @@ async def _reconcile(kube: Kube, settings: Settings, run: dict[str, Any],
         if accepted is not None and cm is not None:
             data = builders.build_configmap(model, effective)["data"]
             if data != cm.get("data"):  # mutable fields (eval, checkpointing) reach the trainer
+                await act()
                 await io(kube.patch, "v1", "configmaps", namespace, cm["metadata"]["name"], {"data": data})
         if rayjob is None and wait <= 0:
+            await act()
             rayjob = await _start_attempt(kube, run, model, effective, attempt)
         elif rayjob is not None:
-            await _sync_rayjob(kube, rayjob, model)
+            await _sync_rayjob(kube, rayjob, model, act)
 
     obs = Observation(rayjob=rayjob, rayjob_name=rj_name, suspend=bool(spec.get("suspend", False)),
                       restarts=attempt, max_restarts=int(spec.get("maxRestarts", 3)),
@@ -255,6 +271,7 @@ async def _reconcile(kube: Kube, settings: Settings, run: dict[str, Any],
         patch.update(following.patch)
         patch["nextAttemptTime"] = stamp(now() + datetime.timedelta(seconds=delay))
         events += following.events
+        await act()  # the API server checks the resourceVersion too; KMock in the tests does not
         await _write_status(kube, run, patch)
         await _post(kube, run, events)
         metrics.RESTARTS.inc()
@@ -305,7 +322,8 @@ async def _start_attempt(kube: Kube, run: dict[str, Any], model: EmpoRun, settin
     return rayjob
 
 
-async def _sync_rayjob(kube: Kube, rayjob: dict[str, Any], model: EmpoRun) -> None:
+async def _sync_rayjob(kube: Kube, rayjob: dict[str, Any], model: EmpoRun,
+                       act: Callable[[], Awaitable[None]]) -> None:
     """The RayJob's mutable parts follow the spec: suspend, and Kueue's queue label."""
     meta, rj_spec = rayjob["metadata"], rayjob.get("spec") or {}
     patch: dict[str, Any] = {}
@@ -320,6 +338,7 @@ async def _sync_rayjob(kube: Kube, rayjob: dict[str, Any], model: EmpoRun) -> No
     elif not model.spec.suspend and suspended and not queue:
         patch["spec"] = {"suspend": False}
     if patch:
+        await act()
         await io(kube.patch, *RAYJOB, meta["namespace"], meta["name"], patch)
 
 
