@@ -137,3 +137,20 @@ def test_a_run_that_never_gets_resources_fails_with_a_reason(operator, api, tiny
     assert failed["reason"] == "PreRunningDeadlineExceeded" and "preRunningDeadlineSeconds" in failed["message"]
     assert status["restarts"] == 0
     wait_for(lambda: api.rayjob(rj["metadata"]["name"]) is None, what="the waiting cluster released")
+
+
+def test_a_missing_operator_default_makes_runs_wait_not_fail(operator, api, tiny):
+    first = operator(EMPO_DEFAULT_STORAGE_URI="")  # a platform team forgot storage.defaultUri
+    manifest = run_manifest(tiny)
+    del manifest["spec"]["storage"]["uri"]
+    api.create_run(manifest)
+    stalled = wait_for(lambda: (c := api.condition("smoke", "Stalled")).get("status") == "True" and c,
+                       what="Stalled")
+    assert stalled["reason"] == "OperatorDefaults" and "storage.defaultUri" in stalled["message"]
+    assert api.status("smoke")["phase"] == "Pending" and api.objects("rayjobs") == {}
+    first.stop()
+
+    operator()  # fixed: the run starts, with the operator's default storage
+    wait_for(lambda: api.attempt("smoke"), timeout=15, what="the RayJob once the default exists")
+    assert '"uri": "s3://empo-runs/default"' in api.objects("configmaps")["smoke-config"]["data"]["spec.json"]
+    wait_for(lambda: api.condition("smoke", "Stalled").get("status") == "False", what="Stalled cleared")
