@@ -8,6 +8,10 @@ the emulator as the requests arrive), the operator process's peak RSS (VmHWM), a
 the operator made per run until every run shows phase Initializing. Prints the figures and writes
 benchmarks/results/operator.json. The operator (`python -m empo_operator`, a subprocess), the
 emulator and this client share the machine's cores, so latencies are an upper bound.
+
+Then, with every run live: the API requests and status writes per run per minute over a steady
+window (`--steady` seconds; the operator's resync runs meanwhile), and an operator restart: the
+requests it makes, the time until it has resumed every run, and that no child was created twice.
 """
 
 from __future__ import annotations
@@ -30,6 +34,7 @@ import yaml
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # for the emulator and operator launchers the tests use
 
+from empo_operator.builders import rayjob_name  # noqa: E402
 from tests.operator.conftest import Api, OperatorProcess  # noqa: E402
 from tests.plugins.kmock_server import start_emulator, wait_for  # noqa: E402
 
@@ -40,6 +45,13 @@ NAMESPACE = "bench"
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))]
+
+
+def _handler_runs(metrics: str, handler: str) -> float:
+    for line in metrics.splitlines():
+        if line.startswith(f'empo_operator_reconciles_total{{handler="{handler}"}}'):
+            return float(line.split()[-1])
+    return 0.0
 
 
 def peak_rss_mib(pid: int) -> float:
@@ -54,12 +66,13 @@ def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--runs", type=int, default=200)
     parser.add_argument("--clients", type=int, default=16, help="parallel creating clients")
+    parser.add_argument("--steady", type=float, default=60, help="seconds of the steady-state window")
     args = parser.parse_args()
 
     template = yaml.safe_load((REPO / "examples" / "tiny.yaml").read_text())
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
         emulator = start_emulator(Path(tmp))
-        op = OperatorProcess(emulator, NAMESPACE, Path(tmp) / "operator.log")
+        op = OperatorProcess(emulator, NAMESPACE, Path(tmp) / "operator.log", EMPO_RESYNC_SECONDS="30")
         try:
             op.start()
             api = Api(emulator, NAMESPACE)
@@ -69,6 +82,7 @@ def main() -> int:
             def create(name: str) -> None:
                 doc = copy.deepcopy(template)
                 doc["metadata"]["name"] = name
+                doc["spec"]["storage"]["uri"] = "s3://empo-runs/bench"  # the operator refuses a pod-local path
                 api.create_run(doc)
 
             started = time.monotonic()
@@ -89,11 +103,33 @@ def main() -> int:
                      what="every run Initializing")
             settled = time.monotonic() - started
             created_at = emulator.call(lambda: dict(emulator.handler.created_at))
-            latencies = [created_at[("rayjobs", NAMESPACE, n)] - created_at[("emporuns", NAMESPACE, n)] for n in names]
+            uids = {n: r["metadata"]["uid"] for n, r in emulator.objects("emporuns", NAMESPACE).items()}
+            latencies = [created_at[("rayjobs", NAMESPACE, rayjob_name(n, uids[n], 0))]
+                         - created_at[("emporuns", NAMESPACE, n)] for n in names]
             counts = emulator.request_counts() - before
             counts[("CREATE", "emporuns")] -= args.runs  # the benchmark's own requests
             operator_requests = sum(counts.values())
             rss = peak_rss_mib(op.proc.pid)
+
+            # Steady state: every run live, nothing changes; the resync runs every 30 s.
+            before_steady = emulator.request_counts()
+            time.sleep(args.steady)
+            steady = emulator.request_counts() - before_steady
+            per_run_minute = 60 / args.steady / args.runs
+            steady_requests = sum(steady.values()) * per_run_minute
+            status_writes = steady[("UPDATE", "emporuns")] * per_run_minute
+
+            # An operator restart with every run live.
+            op.stop()
+            before_restart = emulator.request_counts()
+            restarted_at = time.monotonic()
+            op = OperatorProcess(emulator, NAMESPACE, Path(tmp) / "operator2.log", EMPO_RESYNC_SECONDS="30")
+            op.start()
+            wait_for(lambda: _handler_runs(op.metrics(), "reconcile_run") >= args.runs, timeout=600, interval=0.5,
+                     what="every run resumed")
+            restart_seconds = time.monotonic() - restarted_at
+            restart_requests = sum((emulator.request_counts() - before_restart).values())
+            duplicates = len(emulator.objects("rayjobs", NAMESPACE)) - args.runs
         finally:
             op.stop()
             emulator._stop()
@@ -103,7 +139,8 @@ def main() -> int:
     result = {
         "benchmark": "operator",
         "when": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "machine": {"cpus": os.cpu_count(), "python": platform.python_version()},
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
+                    "load_average_1m_at_end": round(os.getloadavg()[0], 1)},  # a shared machine: context
         "runs": args.runs,
         "create_to_rayjob_seconds": {"p50": round(percentile(latencies, 50), 3), "p99": round(percentile(latencies, 99), 3),
                                      "mean": round(statistics.mean(latencies), 3), "max": round(max(latencies), 3)},
@@ -113,6 +150,12 @@ def main() -> int:
         "api_requests_per_run": round(operator_requests / args.runs, 2),
         "api_requests_by_kind": {f"{a} {p}": round(n / args.runs, 2)
                                  for (a, p), n in sorted(counts.items()) if n > 0},
+        "steady_window_seconds": args.steady,
+        "steady_api_requests_per_run_per_minute": round(steady_requests, 3),
+        "steady_status_writes_per_run_per_minute": round(status_writes, 3),
+        "restart_seconds_to_resume_every_run": round(restart_seconds, 2),
+        "restart_api_requests_per_run": round(restart_requests / args.runs, 2),
+        "restart_duplicate_rayjobs": duplicates,
     }
     RESULTS.parent.mkdir(parents=True, exist_ok=True)
     RESULTS.write_text(json.dumps(result, indent=2) + "\n")
@@ -124,6 +167,10 @@ def main() -> int:
     print(f"  API requests per run       {result['api_requests_per_run']}")
     for kind, n in result["api_requests_by_kind"].items():
         print(f"    {kind:<28} {n}")
+    print(f"  steady: {result['steady_api_requests_per_run_per_minute']} API requests and "
+          f"{result['steady_status_writes_per_run_per_minute']} status writes per run per minute")
+    print(f"  operator restart: every run resumed after {result['restart_seconds_to_resume_every_run']}s, "
+          f"{result['restart_api_requests_per_run']} requests per run, {duplicates} duplicate RayJobs")
     print(f"wrote {RESULTS.relative_to(REPO)}")
     return 0
 
