@@ -88,6 +88,7 @@ class LearnerActor:
         self.rank, self.world_size = rank, world_size
         # Each learner feeds from its own share of the sampler engines and syncs only those.
         self.samplers = list(samplers or [])[rank::world_size]
+        self.all_samplers = list(samplers or [])
         self.trainer = None
 
     def rendezvous_address(self) -> str:
@@ -137,6 +138,15 @@ class LearnerActor:
         storage.checkpoints.download(ref, dest)
         self._emit({"type": "resumed", "step": ref.step, "uri": storage.checkpoints.uri_of(ref.step)})
         return str(dest)
+
+    def _follower(self, engine) -> Callable[[int], None]:
+        """What ranks other than 0 do when rank 0 evaluates: take part in its weight sync when the
+        model is sharded (the gather is a collective); otherwise nothing."""
+        def follow(step: int) -> None:
+            if self.spec.eval.benchmarks and engine.local_sampler is None and engine.sync_samplers is not None:
+                engine.sync(self.trainer)
+
+        return follow
 
     def _evaluator(self, storage, engine) -> Callable[[int], dict | None]:
         spec = self.spec
@@ -190,6 +200,8 @@ class LearnerActor:
         config = GRPOConfig(**grpo_config_kwargs(self.spec, str(out_dir), max_steps=max_steps, use_cpu=use_cpu))
         reward_fn = build_reward_function(self.spec)
         engine = RolloutEngine(self.spec, remote_samplers=self.samplers)
+        if config.fsdp:  # gathering sharded weights is a collective; rank 0 receives and pushes them all
+            engine.sync_samplers = self.all_samplers if self.rank == 0 else ()
         if self.spec.algorithm.filtered_groups == "resample":
             from .dynamic_sampling import GroupRefill
 
@@ -228,7 +240,7 @@ class LearnerActor:
             for callback in tracking.callbacks(self.spec, self.namespace, self.name, engine, storage, self.work_dir):
                 trainer.add_callback(callback)
         trainer.add_callback(make_callback(emit, reward_fn, engine, commit,
-                                           evaluator if lead else None, self.spec.eval.every))
+                                           evaluator if lead else self._follower(engine), self.spec.eval.every))
         trainer.train(resume_from_checkpoint=resume)
         step = trainer.state.global_step
         final_eval = None
@@ -236,6 +248,8 @@ class LearnerActor:
             final_eval = evaluator(step)
             if final_eval:
                 self._emit({"type": "eval", "step": step, "result": final_eval})
+        elif self.spec.eval.at_end:
+            self._follower(engine)(step)
         return {"step": step, "resumed_from": resume, "final_eval": final_eval}
 
 

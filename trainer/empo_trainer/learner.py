@@ -107,6 +107,11 @@ def grpo_config_kwargs(spec: EmpoRunSpec, output_dir: str, *, max_steps: int, us
 
     kwargs.update(fsdp_kwargs(spec))
     return kwargs
+    # FSDP2 when learner.sharding asks for it (it moves activation checkpointing into FSDP's config)
+    from .distributed import fsdp_kwargs
+
+    kwargs.update(fsdp_kwargs(spec))
+    return kwargs
 
 
 def _cuda_available() -> bool:
@@ -151,6 +156,9 @@ class RolloutEngine:
     sync_timeout: float = 600.0
     stats: RolloutStats = field(default_factory=RolloutStats)
     refill: Any = None  # dynamic_sampling.GroupRefill when algorithm.filteredGroups is resample
+    # Engines this rank pushes weights to; None: its own (remote_samplers). Sharded learners set
+    # every engine on rank 0 and none elsewhere: only rank 0 receives the gathered weights.
+    sync_samplers: Sequence[Any] | None = None
     _synced_step: int = -1
     _weight_sync: Any = None
 
@@ -160,17 +168,27 @@ class RolloutEngine:
         from .learner_weights import iter_full_weights
         from .weight_sync import make_weight_sync
 
+        targets = self.remote_samplers if self.sync_samplers is None else self.sync_samplers
         named = iter_full_weights(trainer, dtype=self._sync_dtype())
-        if not self.remote_samplers:
+        if not targets:
             for _ in named:  # drive the gathers of a sharded model; rank 0 pushes
                 pass
+            self._after_sync(trainer)
             return
         if self._weight_sync is None:
             self._weight_sync = make_weight_sync(
-                self.remote_samplers, backend=self.spec.sampler.backend, timeout=self.sync_timeout,
+                targets, backend=self.spec.sampler.backend, timeout=self.sync_timeout,
                 gpu=self.spec.sampler.gpus_per_replica > 0 and _cuda_available())
         pushed = self._weight_sync.push(named)
         self.stats.sync_seconds, self.stats.sync_bytes = pushed.seconds, pushed.bytes
+        self._after_sync(trainer)
+
+    def _after_sync(self, trainer: Any) -> None:
+        if self.sync_samplers is not None:
+            # sharded: rank 0 pushes to every engine, so no rank samples before that push is done
+            import torch.distributed as dist
+
+            dist.barrier()
         self._synced_step = trainer.state.global_step
 
     def _sync_dtype(self) -> Any:
