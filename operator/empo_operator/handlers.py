@@ -211,6 +211,12 @@ async def _reconcile(kube: Kube, settings: Settings, run: dict[str, Any],
     spec = run.get("spec") or {}
     attempt = int(status.get("restarts", 0))
     rj_name = builders.rayjob_name(name, uid, attempt)
+    legacy = status.get("rayJobName")
+    if legacy and legacy != rj_name:
+        # Named by an earlier operator (<run>, <run>-r1, ...): the live attempt keeps its RayJob.
+        old = rayjobs.get((namespace, legacy)) or await io(kube.get, *RAYJOB, namespace, legacy)
+        if old is not None and uid in owner_uids(old) and lifecycle.attempt_of(old) == attempt:
+            rj_name = legacy
 
     rayjob = rayjobs.get((namespace, rj_name)) or await io(kube.get, *RAYJOB, namespace, rj_name)
     steady = rayjob is not None and meta.get("generation") == status.get("observedGeneration") \

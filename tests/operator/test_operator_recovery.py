@@ -154,3 +154,31 @@ def test_a_missing_operator_default_makes_runs_wait_not_fail(operator, api, tiny
     wait_for(lambda: api.attempt("smoke"), timeout=15, what="the RayJob once the default exists")
     assert '"uri": "s3://empo-runs/default"' in api.objects("configmaps")["smoke-config"]["data"]["spec.json"]
     wait_for(lambda: api.condition("smoke", "Stalled").get("status") == "False", what="Stalled cleared")
+
+
+def test_an_upgraded_operator_keeps_a_live_attempt_named_the_old_way(operator, api, tiny):
+    """Earlier operators named attempt 0 `<run>`: after the upgrade it must not get a second cluster."""
+    from empo_api.models import EmpoRun
+    from empo_operator import builders
+    from empo_operator.settings import Settings
+
+    run = api.create_run(run_manifest(tiny))  # no operator yet: we lay out what the old one left
+    model = EmpoRun.model_validate({**run_manifest(tiny), "metadata": {"name": "smoke", "namespace": api.ns}})
+    children = builders.build_children(model, Settings(trainer_image="registry.example/empo-trainer:test",
+                                                       default_storage_uri="s3://empo-runs/default"))
+    children[-1]["metadata"]["name"] = "smoke"
+    owner = {"apiVersion": "empo.dev/v1alpha1", "kind": "EmpoRun", "name": "smoke", "uid": run["metadata"]["uid"],
+             "controller": True, "blockOwnerDeletion": True}
+    for child in children:
+        child["metadata"]["ownerReferences"] = [owner]
+        api.kube.create(child)
+    api.kuberay_reports("smoke", jobDeploymentStatus="Running", jobStatus="RUNNING")
+    api.kube.patch("empo.dev/v1alpha1", "emporuns", api.ns, "smoke",
+                   {"status": {"phase": "Running", "restarts": 0, "rayJobName": "smoke"}}, "status")
+
+    op = operator()
+    wait_for(lambda: handler_runs(op.metrics(), "reconcile_run") == 1, what="the run resumed")
+    wait_for(lambda: api.status("smoke").get("jobStatus") == "RUNNING", what="the old RayJob mirrored")
+    assert set(api.objects("rayjobs")) == {"smoke"}
+    api.kuberay_reports("smoke", jobDeploymentStatus="Complete", jobStatus="SUCCEEDED")
+    api.wait_phase("smoke", "Succeeded")
