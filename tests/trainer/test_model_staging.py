@@ -113,3 +113,31 @@ def test_a_run_trains_on_the_staged_model(s3_env, tiny_on_s3, tmp_path, empo_env
     accumulator = EventAccumulator(str(tmp_path / "tb"))
     accumulator.Reload()
     assert [e.step for e in accumulator.Scalars("train/empo/semantic_entropy")] == [1]
+
+
+def test_a_hub_model_is_staged_from_the_hugging_face_cache(s3_env, tmp_path, monkeypatch):
+    """The Hub path through huggingface_hub itself, offline: a model in the local cache (as a pod
+    that downloaded it with HF_TOKEN has it) is staged like any other."""
+    tiny = Path(model_source.resolve(model_source.BUNDLED_TINY))
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    repo = tmp_path / "hub" / "models--empo-tests--tiny"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    snapshot = repo / "snapshots" / commit
+    snapshot.mkdir(parents=True)
+    for f in tiny.iterdir():
+        if f.is_file():
+            (snapshot / f.name).write_bytes(f.read_bytes())
+    monkeypatch.setenv("HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_CACHE", str(tmp_path / "hub"))
+    monkeypatch.setattr("huggingface_hub.constants.HF_HUB_OFFLINE", True)
+    spec = _spec("empo-tests/tiny", f"s3://{s3_env.new_bucket()}/runs", s3_env.endpoint)
+    storage = open_run_storage(spec.storage, "research", "hub")
+    staged, copied = model_staging.stage(spec, storage)
+    assert copied and storage.read_json("model/empo-manifest.json")["source"] == "empo-tests/tiny"
+    assert storage.read_bytes("model/config.json") == (tiny / "config.json").read_bytes()
+
+    missing = _spec("empo-tests/absent", spec.storage.uri, s3_env.endpoint)
+    with pytest.raises(model_source.ModelSourceError, match="not in the local Hugging Face cache"):
+        model_staging.stage(missing, open_run_storage(spec.storage, "research", "absent"))

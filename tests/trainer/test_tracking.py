@@ -39,6 +39,7 @@ def test_the_spec_sets_what_transformers_callbacks_read(tmp_path):
     assert (env["MLFLOW_TRACKING_URI"], env["MLFLOW_EXPERIMENT_NAME"], env["MLFLOW_RUN_ID"]) == (
         "http://mlflow.mlops:5000", "math", "abc")
     assert "MLFLOW_ALLOW_FILE_STORE" not in env  # only a file store needs the opt-in
+    assert env["MLFLOW_MAX_LOG_PARAMS"] == "0"  # the spec is the params, not TrainingArguments
     assert (env["WANDB_PROJECT"], env["WANDB_ENTITY"], env["WANDB_MODE"], env["WANDB_DIR"]) == (
         "empo", "team", "offline", str(tmp_path))
     # a resumed attempt continues the same W&B run; another EmpoRun gets another one
@@ -169,7 +170,8 @@ def test_a_run_logs_to_tensorboard_mlflow_and_wandb_and_serves_metrics(tmp_path,
     client = MlflowClient((tmp_path / "mlruns").as_uri())
     runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
     assert len(runs) == 1 and runs[0].info.status == "FINISHED" and runs[0].data.tags["empo.run"] == "default/tiny-smoke"
-    assert runs[0].data.params["algorithm.numGenerations"] == "4"  # the spec, as written in the manifest
+    params = runs[0].data.params
+    assert params["algorithm.numGenerations"] == "4" and "per_device_train_batch_size" not in params  # the spec
     run_id = runs[0].info.run_id
     assert [m.step for m in client.get_metric_history(run_id, "empo/semantic_entropy")] == [1, 2, 3]
     assert [m.value for m in client.get_metric_history(run_id, "empo/semantic_entropy")] == pytest.approx(entropy)

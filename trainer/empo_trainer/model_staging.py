@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -53,7 +52,7 @@ def build_manifest(folder: Path, source: str, revision: str | None) -> dict[str,
                       for p in files}}
 
 
-def _fetch(source: str, revision: str | None, scratch: Path) -> Path:
+def _fetch(source: str, revision: str | None) -> Path:
     """The model as a local folder: from S3, or from the Hub with HF_TOKEN (only here)."""
     if source.startswith("s3://"):
         return Path(model_source.resolve(source, revision))
@@ -61,8 +60,8 @@ def _fetch(source: str, revision: str | None, scratch: Path) -> Path:
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError
 
     try:
-        return Path(snapshot_download(repo_id=source, revision=revision, token=os.environ.get("HF_TOKEN") or None,
-                                      local_dir=scratch / "hub"))
+        # Into the pod's Hugging Face cache (a model already there is used offline, as `empo train` does)
+        return Path(snapshot_download(repo_id=source, revision=revision, token=os.environ.get("HF_TOKEN") or None))
     except LocalEntryNotFoundError:
         raise ModelSourceError(f"spec.model.source {source!r}: not in the local Hugging Face cache and the Hub "
                                "cannot be reached (HF_HUB_OFFLINE or no network)") from None
@@ -82,16 +81,15 @@ def stage(spec: EmpoRunSpec, storage) -> tuple[EmpoRunSpec, bool]:
     if not staged or (staged.get("source"), staged.get("revision")) != (source, revision):
         if staged:  # another model under this run's name: no manifest until the new copy is complete
             storage.delete(manifest_key)
-        with tempfile.TemporaryDirectory(prefix="empo-stage-") as scratch:
-            folder = _fetch(source, revision, Path(scratch))
-            manifest = build_manifest(folder, source, revision)
-            if "config.json" not in manifest["files"]:
-                raise ModelSourceError(f"spec.model.source {source!r}: no config.json (not a saved model)")
-            stale = [k for k in storage.list(f"{STAGED_KEY}/") if k[len(STAGED_KEY) + 1:] not in manifest["files"]]
-            if stale:  # the pods download the whole folder
-                storage.backend.delete(stale)
-            storage.backend.upload_files([(f"{STAGED_KEY}/{rel}", folder / rel) for rel in manifest["files"]])
-            storage.write_json(manifest_key, manifest)  # last: a manifest means a complete copy
-            copied = True
+        folder = _fetch(source, revision)
+        manifest = build_manifest(folder, source, revision)
+        if "config.json" not in manifest["files"]:
+            raise ModelSourceError(f"spec.model.source {source!r}: no config.json (not a saved model)")
+        stale = [k for k in storage.list(f"{STAGED_KEY}/") if k[len(STAGED_KEY) + 1:] not in manifest["files"]]
+        if stale:  # the pods download the whole folder
+            storage.backend.delete(stale)
+        storage.backend.upload_files([(f"{STAGED_KEY}/{rel}", folder / rel) for rel in manifest["files"]])
+        storage.write_json(manifest_key, manifest)  # last: a manifest means a complete copy
+        copied = True
     model = spec.model.model_copy(update={"source": storage.uri_of(STAGED_KEY), "revision": None})
     return spec.model_copy(update={"model": model}), copied

@@ -54,8 +54,10 @@ def tracking_env(spec: EmpoRunSpec, namespace: str, name: str, local_dir: Path,
         env["TENSORBOARD_LOGGING_DIR"] = str(local_dir / TENSORBOARD_PREFIX.rstrip("/"))
     if t.mlflow:
         uri = mlflow_uri(t.mlflow.tracking_uri)
+        # The run's params are the spec (logged once by the driver); TrainingArguments' ~200 would
+        # add noise, and MLflow refuses a changed param when an attempt resumes with other --steps.
         env.update(MLFLOW_TRACKING_URI=uri, MLFLOW_EXPERIMENT_NAME=t.mlflow.experiment or namespace,
-                   MLFLOW_FLATTEN_PARAMS="1")
+                   MLFLOW_MAX_LOG_PARAMS="0")
         if uri.startswith("file:"):  # MLflow 3 refuses file stores unless asked; fine for one user's runs
             env["MLFLOW_ALLOW_FILE_STORE"] = "true"
         if mlflow_run_id:
