@@ -75,7 +75,12 @@ def candidates(args: argparse.Namespace) -> int:
     for name in args.benchmarks:
         rows = sample(benchmark_rows(name), args.limit, args.seed)
         data = tasks.write_jsonl(rows, work / f"{name}.jsonl")
-        ev = cpu.eval_subprocess("bundled:smollm2-135m-instruct", data, work / f"{name}.eval.json", settings)
+        done = work / f"{name}.eval.json"
+        if args.reuse and done.exists() and json.loads(done.read_text()).get("settings") == asdict(settings):
+            ev = json.loads(done.read_text())  # measured earlier with the same settings and sample
+        else:
+            ev = cpu.eval_subprocess("bundled:smollm2-135m-instruct", data, done, settings)
+            done.write_text(json.dumps({**ev, "settings": asdict(settings)}, indent=1))
         table[name] = ev
         print(f"{name:<8} greedy {ev['greedy']:.3f}  avg@{args.eval_k} {ev[f'avg@{args.eval_k}']:.3f}  "
               f"maj@{args.eval_k} {ev[f'maj@{args.eval_k}']:.3f}  gap {gap(ev, args.eval_k):+.3f}  "
@@ -121,6 +126,7 @@ def main() -> int:
     c.add_argument("--seed", type=int, default=17)
     c.add_argument("--work", type=Path, default=ROOT / ".cache" / "empo" / "experiment-public")
     c.add_argument("--out", type=Path, default=RESULTS / "candidates-public.json")
+    c.add_argument("--reuse", action="store_true", help="keep evaluations already in --work made with the same settings")
     e = sub.add_parser("experiment", help="EMPO vs gold-reward GRPO vs base on one benchmark")
     e.add_argument("--benchmark", default="auto", help=f"one of {', '.join(CANDIDATES)}, or auto: the candidates' choice")
     e.add_argument("--candidates", type=Path, default=RESULTS / "candidates-public.json")

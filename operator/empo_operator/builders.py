@@ -272,8 +272,10 @@ def _resources(cpu: str, memory: str, gpus: int = 0) -> dict[str, Any]:
 
 
 def ray_resources_param(resources: dict[str, int]) -> str:
-    """rayStartParams value for custom resources: a JSON object in double quotes for the shell."""
-    return '"' + json.dumps(resources).replace('"', '\\"') + '"'
+    """rayStartParams value for custom resources: JSON in single quotes, the form KubeRay writes
+    itself (its accelerator detection trims the quotes and parses the JSON; the shell unquotes it
+    for `ray start`)."""
+    return "'" + json.dumps(resources) + "'"
 
 
 def _head_group(run: EmpoRun, spec: EmpoRunSpec, attempt: int) -> dict[str, Any]:
@@ -323,7 +325,7 @@ def _worker_group(run: EmpoRun, spec: EmpoRunSpec, attempt: int, group: GroupPla
         "minReplicas": group.replicas,
         "maxReplicas": group.replicas,
         # One unit per bundle the pod holds (one per GPU); each bundle asks for one (see placement.py).
-        # Through `ray start --resources` (KubeRay's documented quoting: the shell unquotes it),
+        # Through `ray start --resources` (quoted as KubeRay quotes it: the shell unquotes it),
         # which every KubeRay >= 1.3 keeps; workerGroupSpecs[].resources needs KubeRay >= 1.5.
         "rayStartParams": {"resources": ray_resources_param({group_resource(group.name): group.bundles_per_pod})},
         "template": {"metadata": {"labels": labels(run, group.name)}, "spec": pod_spec},

@@ -76,6 +76,8 @@ def test_rayjob_of_the_8_gpu_example(math_s3):
         assert "resources" not in g
         (word,) = shlex.split(g["rayStartParams"]["resources"])  # what the shell hands `ray start`
         assert json.loads(word) == {f"empo_{name}": 1}
+        # KubeRay's own reading (getResourcesMap: trim quotes, parse JSON) to add accelerators.
+        assert json.loads(g["rayStartParams"]["resources"].strip("'\"` ")) == {f"empo_{name}": 1}
     (head,) = containers(rj)
     e = env(head)
     assert e["EMPO_RUN_NAME"] == "qwen-math-7b-empo" and e["EMPO_RUN_NAMESPACE"] == "ml-research"
