@@ -300,6 +300,19 @@ def _head_group(run: EmpoRun, spec: EmpoRunSpec, attempt: int) -> dict[str, Any]
     }
 
 
+# NCCL settings of GPU pods (learner collectives, weight sync to the engines), each replaced by the
+# same name in spec.ray.env, where NCCL_SOCKET_IFNAME, NCCL_IB_HCA and the like are tuned per cluster.
+NCCL_DEFAULTS = {
+    "NCCL_DEBUG": "WARN",  # NCCL's own reason for a failed collective lands in the pod log
+    "TORCH_NCCL_ASYNC_ERROR_HANDLING": "1",  # a rank that dies fails the others instead of hanging them
+}
+
+
+def _nccl_env(spec: EmpoRunSpec) -> list[dict[str, Any]]:
+    own = {e.name for e in spec.ray.env}
+    return [{"name": k, "value": v} for k, v in NCCL_DEFAULTS.items() if k not in own]
+
+
 def _worker_group(run: EmpoRun, spec: EmpoRunSpec, attempt: int, group: GroupPlan) -> dict[str, Any]:
     pod_spec: dict[str, Any] = {
         # Workers never call the API; no token in their pods.
@@ -307,7 +320,8 @@ def _worker_group(run: EmpoRun, spec: EmpoRunSpec, attempt: int, group: GroupPla
         "containers": [{
             "name": "ray-worker",
             "image": spec.ray.image,
-            "env": _env(run, spec, attempt) + (_learner_env(spec) if group.name == LEARNER else []),
+            "env": _env(run, spec, attempt) + (_learner_env(spec) if group.name == LEARNER else [])
+            + (_nccl_env(spec) if group.gpus_per_pod else []),
             "resources": _resources(group.cpu, group.memory, group.gpus_per_pod),
         }],
     }

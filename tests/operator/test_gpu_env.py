@@ -1,0 +1,33 @@
+"""GPU worker pods carry the NCCL settings a run needs, and spec.ray.env tunes them."""
+
+import yaml
+
+from empo_api.models import EmpoRun
+from empo_operator import builders
+from empo_operator.settings import Settings
+
+SETTINGS = Settings(trainer_image="registry.example/empo-trainer:1")
+
+
+def groups(repo, **ray):
+    doc = yaml.safe_load((repo / "examples" / "math-s3.yaml").read_text())
+    doc["spec"]["ray"].update(ray)
+    rayjob = builders.build_rayjob(EmpoRun.model_validate(doc), SETTINGS)
+    out = {}
+    for g in rayjob["spec"]["rayClusterSpec"]["workerGroupSpecs"]:
+        (c,) = g["template"]["spec"]["containers"]
+        out[g["groupName"]] = [(e["name"], e.get("value")) for e in c["env"]]
+    return out
+
+
+def test_gpu_pods_get_nccl_defaults(repo):
+    for name, env in groups(repo).items():
+        assert ("NCCL_DEBUG", "WARN") in env and ("TORCH_NCCL_ASYNC_ERROR_HANDLING", "1") in env, name
+
+
+def test_spec_ray_env_replaces_a_default_and_adds_tuning(repo):
+    env = groups(repo, env=[{"name": "NCCL_DEBUG", "value": "INFO"}, {"name": "NCCL_SOCKET_IFNAME", "value": "eth1"}])
+    for name, pairs in env.items():
+        names = [n for n, _ in pairs]
+        assert names.count("NCCL_DEBUG") == 1 and ("NCCL_DEBUG", "INFO") in pairs, name
+        assert ("NCCL_SOCKET_IFNAME", "eth1") in pairs
