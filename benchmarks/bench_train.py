@@ -8,7 +8,9 @@ generate and a constant-time reward. Each variant runs in its own process so pea
     python benchmarks/bench_train.py [--model bundled:smollm2-135m-instruct] [--steps 4]
 
 Prints mean step time, tokens/s and peak RSS per variant and the ratio (target <= 1.05), and
-writes benchmarks/results/train.json.
+writes benchmarks/results/train.json. With --gpu it then runs benchmarks/bench_learner.py: the real
+learner (one process per GPU, FSDP2, bf16 compute, fp32 master weights) with tokens/s, MFU and
+peak GPU memory against `empo plan`'s estimate.
 """
 
 from __future__ import annotations
@@ -147,6 +149,14 @@ def main() -> None:
         print(f"{r['variant']:8} {r['step_seconds_mean']:8.2f} {r['step_seconds_stdev']:6.2f} "
               f"{r['tokens_per_second'] or 0:8.1f} {r['peak_rss_mib']:9.0f}")
     print(f"EMPO / TRL step time: {ratio_step:.3f}   per completion token: {ratio_token:.3f}   (target <= 1.05)")
+    if args.gpu:
+        # The device check of the real learner: one process per GPU, FSDP2, bf16 compute, fp32
+        # masters; tokens/s, MFU and peak memory against empo plan's estimate (learner.json).
+        learner = subprocess.run([sys.executable, str(Path(__file__).with_name("bench_learner.py")),
+                                  f"--model={args.model}"], text=True)
+        if learner.returncode:
+            raise SystemExit("bench_learner failed")
+        summary["learner"] = json.loads((RESULTS / "learner.json").read_text())
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "train.json").write_text(json.dumps(summary, indent=2))
 
