@@ -183,3 +183,11 @@ def test_a_run_logs_to_tensorboard_mlflow_and_wandb_and_serves_metrics(tmp_path,
     assert [r["train/global_step"] for r in rows] == [1, 2, 3]
     assert [r["train/empo/semantic_entropy"] for r in rows] == pytest.approx(entropy)
     assert all(r["train/empo/weight_sync_seconds"] >= 0 for r in rows)
+
+
+def test_an_unreachable_mlflow_server_is_named_before_training(monkeypatch):
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+    monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
+    spec = EmpoRunSpec.model_validate({**SPEC, "tracking": {"mlflow": {"trackingUri": f"http://127.0.0.1:{_free_port()}"}}})
+    with pytest.raises(tracking.TrackingError, match=r"spec\.tracking\.mlflow\.trackingUri 'http://127\.0\.0\.1:\d+': cannot log"):
+        tracking.mlflow_run(spec, "research", "qwen")

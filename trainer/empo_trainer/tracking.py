@@ -20,6 +20,8 @@ from typing import Any
 
 from empo_api.models import EmpoRunSpec
 
+from .learner import SpecError
+
 RUN_TAG = "empo.run"
 TENSORBOARD_PREFIX = "tensorboard/"
 WANDB_PREFIX = "wandb/"
@@ -110,10 +112,22 @@ def _mlflow_client(spec: EmpoRunSpec):
     return MlflowClient(uri)
 
 
+class TrackingError(SpecError):
+    """A tracking backend the spec names cannot be used; the message names the field."""
+
+
 def mlflow_run(spec: EmpoRunSpec, namespace: str, name: str) -> str | None:
     """The id of this EmpoRun's MLflow run, created (with the spec as params) on first use."""
     if not spec.tracking.mlflow:
         return None
+    try:
+        return _mlflow_run(spec, namespace, name)
+    except Exception as exc:  # MlflowException, connection errors: say which setting, not a traceback
+        raise TrackingError(f"spec.tracking.mlflow.trackingUri {spec.tracking.mlflow.tracking_uri!r}: cannot log "
+                            f"to MLflow there: {str(exc).splitlines()[0][:300]}") from None
+
+
+def _mlflow_run(spec: EmpoRunSpec, namespace: str, name: str) -> str:
     client = _mlflow_client(spec)
     experiment = spec.tracking.mlflow.experiment or namespace
     found = client.get_experiment_by_name(experiment)
