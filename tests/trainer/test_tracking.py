@@ -191,3 +191,17 @@ def test_an_unreachable_mlflow_server_is_named_before_training(monkeypatch):
     spec = EmpoRunSpec.model_validate({**SPEC, "tracking": {"mlflow": {"trackingUri": f"http://127.0.0.1:{_free_port()}"}}})
     with pytest.raises(tracking.TrackingError, match=r"spec\.tracking\.mlflow\.trackingUri 'http://127\.0\.0\.1:\d+': cannot log"):
         tracking.mlflow_run(spec, "research", "qwen")
+
+
+def test_one_mlflow_run_per_emporun_across_attempts(tmp_path, monkeypatch):
+    from mlflow import MlflowClient
+
+    spec = EmpoRunSpec.model_validate({**SPEC, "tracking": {"mlflow": {"trackingUri": str(tmp_path / "mlruns")}}})
+    first = tracking.mlflow_run(spec, "research", "qwen")
+    tracking.mlflow_finish(spec, first, [], status="FAILED")  # the attempt died
+    assert tracking.mlflow_run(spec, "research", "qwen") == first  # the resumed attempt continues it
+    other = tracking.mlflow_run(spec, "research", "qwen-2")
+    client = MlflowClient((tmp_path / "mlruns").as_uri())
+    assert other != first and client.get_run(first).info.status == "RUNNING"
+    assert client.get_experiment(client.get_run(first).info.experiment_id).name == "research"  # default: the namespace
+    assert client.get_run(first).data.params["model.source"] == "bundled:tiny-random"
