@@ -111,7 +111,14 @@ def main() -> int:
             operator_requests = sum(counts.values())
             rss = peak_rss_mib(op.proc.pid)
 
-            # Steady state: every run live, nothing changes; the resync runs every 30 s.
+            # Steady state: every run live, nothing changes; the resync runs every 30 s. The window
+            # opens once the operator has worked off its backlog (5 s without a request).
+            def quiet() -> bool:
+                first = sum(emulator.request_counts().values())
+                time.sleep(5)
+                return sum(emulator.request_counts().values()) == first
+
+            wait_for(quiet, timeout=300, interval=0, what="the operator idle")
             before_steady = emulator.request_counts()
             time.sleep(args.steady)
             steady = emulator.request_counts() - before_steady

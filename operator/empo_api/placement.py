@@ -82,8 +82,10 @@ class PlacementPlan:
 
 
 def is_colocated(spec: EmpoRunSpec) -> bool:
-    """Generation shares the learners' processes when no sampler engine has devices of its own."""
-    return spec.sampler.replicas == 0 or spec.sampler.gpus_per_replica == 0
+    """Generation shares the learners' processes when no sampler engine has devices of its own;
+    a vLLM sampler without GPUs (vLLM's CPU build) is an engine of its own all the same."""
+    s = spec.sampler
+    return s.replicas == 0 or (s.gpus_per_replica == 0 and s.backend != "vllm")
 
 
 def plan_placement(spec: EmpoRunSpec) -> PlacementPlan:
@@ -95,8 +97,12 @@ def plan_placement(spec: EmpoRunSpec) -> PlacementPlan:
     if not colocated:
         # An engine's tensor-parallel GPUs are always in one pod (vLLM needs them on one node).
         s = spec.sampler
-        per_pod = s.gpus_per_replica // s.tensor_parallel_size
-        sampler_bundles = tuple(Bundle(SAMPLER, s.tensor_parallel_size) for _ in range(s.engines()))
+        if s.gpus_per_replica:
+            per_pod = s.gpus_per_replica // s.tensor_parallel_size
+            sampler_bundles = tuple(Bundle(SAMPLER, s.tensor_parallel_size) for _ in range(s.engines()))
+        else:  # vLLM's CPU build: one engine per sampler pod
+            per_pod = 1
+            sampler_bundles = tuple(Bundle(SAMPLER, 0) for _ in range(s.replicas))
         groups.append(GroupPlan(SAMPLER, s.replicas, s.gpus_per_replica, worker.cpu, worker.memory, per_pod))
     learner = spec.learner
     per_pod = max(1, learner.gpus_per_replica)
