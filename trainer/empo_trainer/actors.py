@@ -14,6 +14,8 @@ from typing import Any, Callable
 
 from empo_api.models import EmpoRunSpec
 
+from . import lifeline
+
 
 def _quiet() -> None:
     # Actor output is forwarded to the driver's terminal; per-file progress bars drown the run's own.
@@ -42,6 +44,7 @@ class SamplerActor:
 
         _threads(num_threads)
         _quiet()
+        lifeline.watch()  # a local run's actors end with its driver
         self.spec = EmpoRunSpec.model_validate_json(spec_json)
         path = model_source.resolve(self.spec.model.source, self.spec.model.revision)
         self.sampler = make_sampler(self.spec, path)
@@ -80,6 +83,7 @@ class LearnerActor:
                  num_threads: int | None = None, rank: int = 0, world_size: int = 1):
         _threads(num_threads)
         _quiet()
+        lifeline.watch()
         self.spec = EmpoRunSpec.model_validate_json(spec_json)
         self.namespace, self.name = namespace, name
         self.examples = examples
@@ -134,6 +138,7 @@ class LearnerActor:
         ref = None if fresh else storage.checkpoints.latest()
         if ref is None:
             return None
+        self.resumed_step = ref.step
         dest = self.work_dir / "resume" / f"step-{ref.step:06d}"
         storage.checkpoints.download(ref, dest)
         self._emit({"type": "resumed", "step": ref.step, "uri": storage.checkpoints.uri_of(ref.step)})
@@ -171,7 +176,32 @@ class LearnerActor:
 
         return evaluate
 
-    def train(self, max_steps: int, fresh: bool = False) -> dict[str, Any]:
+    def _finish_without_training(self, storage, checkpoint: str, step: int) -> dict[str, Any]:
+        """LATEST is already at the step limit (the attempt that got there died before it ended):
+        train nothing, and run only the final evaluation if that attempt did not write it."""
+        from types import SimpleNamespace
+
+        from . import model_source
+        from .learner import RolloutEngine
+
+        final_eval = None
+        wanted = self.rank == 0 and self.spec.eval.at_end and self.spec.eval.benchmarks
+        if wanted and not storage.exists(f"eval/step-{step:06d}.json"):
+            path = model_source.resolve(self.spec.model.source, self.spec.model.revision)
+            tokenizer = model_source.load_tokenizer(path, self.spec.model.revision, self.spec.model.trust_remote_code)
+            model = model_source.load_causal_lm(checkpoint, self.spec.model.dtype)
+            self.trainer = SimpleNamespace(model=model, state=SimpleNamespace(global_step=step))
+            engine = RolloutEngine(self.spec, remote_samplers=self.samplers)
+            if not self.samplers:
+                from .sampling.transformers_backend import TransformersSampler
+
+                engine.local_sampler = TransformersSampler.from_model(model, tokenizer, self.spec.algorithm.max_prompt_length)
+            final_eval = self._evaluator(storage, engine)(step)
+            if final_eval:
+                self._emit({"type": "eval", "step": step, "result": final_eval})
+        return {"step": step, "resumed_from": checkpoint, "final_eval": final_eval}
+
+    def train(self, max_steps: int, fresh: bool = False, attempt: int | None = None) -> dict[str, Any]:
         from datasets import Dataset
         from trl import GRPOConfig
 
@@ -182,7 +212,10 @@ class LearnerActor:
 
         os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
         storage = self._storage()
+        storage.fence_to(attempt)  # the driver's claim: a newer attempt stops this one's writes
         resume = self._resume_dir(storage, fresh)
+        if resume is not None and self.resumed_step >= max_steps:  # one step past the limit, otherwise
+            return self._finish_without_training(storage, resume, self.resumed_step)
         path = model_source.resolve(self.spec.model.source, self.spec.model.revision)
         tokenizer = model_source.load_tokenizer(path, self.spec.model.revision, self.spec.model.trust_remote_code)
         # fp32 master weights whatever spec.model.dtype (the samplers' dtype): learner.precision is

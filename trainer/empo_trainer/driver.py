@@ -7,9 +7,9 @@ with a summary. The learner owns checkpoints, so an interrupted run resumes from
 
 from __future__ import annotations
 
-import json
 import os
 import secrets
+import socket
 import sys
 import time
 from dataclasses import dataclass, field
@@ -21,6 +21,7 @@ from empo_api.placement import plan_placement
 
 from . import metrics_exporter, model_staging, tracking
 from .distributed import node_local_ranks
+from . import lifeline
 from .learner import total_steps
 from .progress import ProgressReporter
 
@@ -68,8 +69,14 @@ def _local_ray_env() -> None:
     it a fresh one through the environment (inherited by Ray's own processes), so nothing lands in
     the home folder or the repo. Must run before Ray is imported: Ray reads the mode at import."""
     if not os.environ.get("RAY_ADDRESS"):
+        lifeline.arm()
         os.environ.setdefault("RAY_AUTH_MODE", "token")
         os.environ.setdefault("RAY_AUTH_TOKEN", secrets.token_hex(16))
+        # Loopback only: Ray replaces 127.0.0.1 by the machine's routable address unless multi-node
+        # clusters are off, and then its GCS, raylet, workers and agents listen on every interface.
+        os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+        # No Prometheus exporters: they serve without authentication (docs/security.md).
+        os.environ.setdefault("RAY_enable_metrics_collection", "0")
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 
 
@@ -128,6 +135,8 @@ def run(run: EmpoRun, *, steps: int | None = None, fresh: bool = False, progress
     started = time.perf_counter()
     spec = run.spec
     storage = open_run_storage(spec.storage, run.namespace, run.name)
+    # Before reading LATEST: from here on a learner of an older attempt cannot move it (fencing).
+    attempt = storage.claim_attempt(host=socket.gethostname(), pid=os.getpid())
     latest = None if fresh else storage.checkpoints.latest()
     _trim_metrics(storage, latest.step if latest else 0)
     examples = load_examples(spec.dataset, spec.prompt)
@@ -171,7 +180,7 @@ def run(run: EmpoRun, *, steps: int | None = None, fresh: bool = False, progress
     mlflow_run_id = tracking.mlflow_run(spec, run.namespace, run.name)  # before the learners attach to it
     bar = _Progress(max_steps, latest.step if latest else 0, progress)
     summary = RunSummary(run.name, run.namespace, storage.uri, 0, max_steps, None, None, None, 0.0)
-    runs = [lr.train.remote(max_steps, fresh) for lr in learners]
+    runs = [lr.train.remote(max_steps, fresh, attempt) for lr in learners]
     done = runs[0]
 
     def drain() -> None:
@@ -227,10 +236,7 @@ def run(run: EmpoRun, *, steps: int | None = None, fresh: bool = False, progress
 def _trim_metrics(storage, keep_through_step: int) -> None:
     """Drop metrics lines past the step we (re)start from: an attempt killed after its last
     checkpoint logged steps that the resumed attempt will run, and log, again."""
-    records = storage.read_metrics()
-    kept = [r for r in records if r.get("step", 0) <= keep_through_step]
-    if len(kept) != len(records):
-        storage.write_bytes("metrics.jsonl", "".join(json.dumps(r, sort_keys=True) + "\n" for r in kept).encode())
+    storage.trim_metrics(keep_through_step)
 
 
 def _status_progress(record: dict[str, Any], total: int) -> dict[str, Any]:

@@ -15,7 +15,7 @@ import importlib.util
 import os
 import shutil
 import tempfile
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
 BUNDLED_SMOLLM2 = "bundled:smollm2-135m-instruct"
 BUNDLED_TINY = "bundled:tiny-random"
@@ -149,6 +149,22 @@ def verify_manifest(folder: Path, source: str) -> None:
                 "there and the next attempt stages the model again")
 
 
+def model_file(folder: Path, rel: str, uri: str) -> Path | None:
+    """Where the object `rel` (its key below the model's prefix) goes inside `folder`; None for a
+    folder marker. Keys are data from the bucket, not paths we chose: one that is absolute or
+    climbs out ('../', a leading '/', which Path would honour) is refused, as checkpoint manifests are."""
+    if not rel or rel.endswith("/"):
+        return None
+    parts = PurePosixPath(rel).parts
+    if rel.startswith("/") or "\\" in rel or any(p in ("..", ".") for p in parts):
+        raise ModelSourceError(f"spec.model.source {uri!r}: object key {rel[:200]!r} would be written outside the "
+                               "model folder; refusing the model (keys must be relative paths without '.' or '..')")
+    out = folder.joinpath(*parts)
+    if not out.resolve().is_relative_to(folder.resolve()):  # a symlink already in the folder
+        raise ModelSourceError(f"spec.model.source {uri!r}: object key {rel[:200]!r} leaves the model folder")
+    return out
+
+
 def _download_s3_folder(uri: str) -> Path:
     import boto3
 
@@ -170,7 +186,9 @@ def _download_s3_folder(uri: str) -> Path:
         if not keys:
             raise ModelSourceError(f"spec.model.source {uri!r}: no objects under that prefix")
         for key in keys:
-            out = tmp / key[len(prefix):]
+            out = model_file(tmp, key[len(prefix):], uri)
+            if out is None:
+                continue
             out.parent.mkdir(parents=True, exist_ok=True)
             client.download_file(bucket, key, str(out))
         verify_manifest(tmp, uri)  # before the copy is published into the cache

@@ -21,6 +21,7 @@ from .errors import (
     PermissionDeniedError,
     StorageError,
     StorageUnavailableError,
+    SupersededError,
     WrongRegionError,
 )
 from .run_storage import RunStorage, open_run_storage
@@ -28,5 +29,5 @@ from .run_storage import RunStorage, open_run_storage
 __all__ = [
     "open_run_storage", "RunStorage", "CheckpointStore", "CheckpointRef", "S3Options", "LocalBackend", "S3Backend",
     "StorageError", "InvalidCredentialsError", "BucketNotFoundError", "WrongRegionError", "PermissionDeniedError",
-    "StorageUnavailableError", "ObjectNotFoundError", "CheckpointVerificationError", "InvalidStorageURIError",
+    "StorageUnavailableError", "SupersededError", "ObjectNotFoundError", "CheckpointVerificationError", "InvalidStorageURIError",
 ]

@@ -241,6 +241,8 @@ class S3Backend:
             self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data)
         except Exception as e:
             raise self._fail(e, self.uri_of(key), "write") from None
+        if key in self._appended:  # a rewrite (metrics trimmed on resume): appends continue from it
+            self._appended[key] = data
 
     def get_bytes(self, key: str) -> bytes:
         try:

@@ -6,6 +6,11 @@ Commit protocol (both backends):
   3. write checkpoints/LATEST naming the step and the manifest's sha256;
   4. only then delete checkpoints retention no longer keeps (manifest first, so a half-deleted one
      can never look complete).
+Fencing: each attempt of a run claims a number (attempts/attempt-NNNNNN.json, one higher than any
+before, see RunStorage.claim_attempt) and commits with it. Before each step above, a commit checks
+that no newer attempt exists and stops with SupersededError otherwise, so a zombie learner of an
+old attempt (its driver killed, its pod not yet gone) cannot move LATEST, or prune, behind the back
+of the attempt that replaced it. LATEST records the attempt that wrote it.
 A reader trusts only the checkpoint LATEST names, and only when its manifest matches LATEST's
 digest and every listed file is there with its size; `download` also checks every sha256. A writer
 killed anywhere before step 3 leaves LATEST naming the previous complete checkpoint.
@@ -20,7 +25,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 from .backends import Backend
 from .errors import CheckpointVerificationError, ObjectNotFoundError
@@ -72,6 +77,8 @@ class CheckpointStore:
         self.backend = backend
         self.keep_last = keep_last
         self.keep_best = keep_best
+        self.attempt: int | None = None  # set by RunStorage.claim_attempt / fence_to
+        self.fence: Callable[[], None] = lambda: None  # raises SupersededError once a newer attempt exists
 
     def __repr__(self) -> str:
         return f"CheckpointStore({self.backend.uri_of(CHECKPOINTS)!r}, keep_last={self.keep_last}, keep_best={self.keep_best})"
@@ -90,10 +97,13 @@ class CheckpointStore:
         created = datetime.now(timezone.utc).isoformat(timespec="seconds")
         manifest = build_manifest(local_dir, step, score, created)
         prefix = checkpoint_prefix(step)
+        self.fence()
         self.backend.upload_files([(prefix + e["path"], local_dir / e["path"]) for e in manifest["files"]])
         body = manifest_bytes(manifest)
+        self.fence()
         self.backend.put_bytes(manifest_key(step), body)
-        self.backend.put_bytes(LATEST_KEY, latest_bytes(step, hashlib.sha256(body).hexdigest()))
+        self.fence()
+        self.backend.put_bytes(LATEST_KEY, latest_bytes(step, hashlib.sha256(body).hexdigest(), self.attempt))
         total = sum(e["size"] for e in manifest["files"])
         log.info(
             "committed checkpoint %s (%d files, %.1f MB) in %.1fs",
@@ -104,6 +114,7 @@ class CheckpointStore:
 
     def prune(self, latest_step: int) -> list[int]:
         """Delete checkpoints retention no longer keeps, given that `latest_step` is committed."""
+        self.fence()
         committed, partial = self._scan()
         scores = self._scores(committed) if self.keep_best else None
         doomed = steps_to_delete(committed, partial, latest_step, self.keep_last, scores)

@@ -60,6 +60,10 @@ class CheckpointVerificationError(StorageError):
     """A checkpoint does not match its manifest (missing file, wrong size or sha256)."""
 
 
+class SupersededError(StorageError):
+    """A newer attempt of the run has started: this writer (a zombie of an older attempt) must stop."""
+
+
 class InvalidStorageURIError(StorageError):
     """storage.uri cannot be used (shape, or a key that escapes the run folder)."""
 

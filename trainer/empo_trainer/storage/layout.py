@@ -24,6 +24,8 @@ CHECKPOINTS = "checkpoints"
 LATEST_KEY = f"{CHECKPOINTS}/LATEST"
 MANIFEST_NAME = "empo-manifest.json"
 METRICS_KEY = "metrics.jsonl"
+ATTEMPTS = "attempts"  # attempts/attempt-000007.json: one per attempt; the highest is the run's only writer
+_ATTEMPT_KEY = re.compile(r"^attempts/attempt-(\d{6,})\.json$")
 REPORT_KEY = "report.html"
 MANIFEST_FORMAT = "empo-checkpoint/1"
 _STEP_DIR = re.compile(r"^step-(\d{6,})$")
@@ -164,8 +166,21 @@ def size_mismatches(manifest: dict[str, Any], sizes: dict[str, int]) -> list[str
     return problems
 
 
-def latest_bytes(step: int, manifest_sha256: str) -> bytes:
-    return (json.dumps({"checkpoint": step_dir(step), "step": step, "manifestSha256": manifest_sha256}) + "\n").encode()
+def latest_bytes(step: int, manifest_sha256: str, attempt: int | None = None) -> bytes:
+    doc: dict[str, Any] = {"checkpoint": step_dir(step), "step": step, "manifestSha256": manifest_sha256}
+    if attempt is not None:
+        doc["attempt"] = attempt  # the fencing token of the writer that committed it
+    return (json.dumps(doc) + "\n").encode()
+
+
+def attempt_key(attempt: int) -> str:
+    return f"{ATTEMPTS}/attempt-{attempt:06d}.json"
+
+
+def newest_attempt(keys: Iterable[str]) -> int:
+    """The highest attempt number among attempts/ keys; 0 when none was ever claimed."""
+    numbers = [int(m.group(1)) for k in keys if (m := _ATTEMPT_KEY.match(k))]
+    return max(numbers, default=0)
 
 
 def parse_latest(data: bytes, uri: str) -> tuple[int, str]:

@@ -4,7 +4,8 @@ Metrics on S3: S3 cannot append, so `append_metrics` keeps metrics.jsonl whole a
 read once per process and then rewritten in full with each new line (one PUT per record, atomic for
 readers, no per-step objects to merge). The cost per append grows with the file, which is fine at
 one ~1 KB line per optimizer step (a 2,000-step run ends with 2 MB PUTs). One writer per run: the
-learner of rank 0, which appends each step's line before that step's checkpoint can commit.
+learner of rank 0, which appends each step's line before that step's checkpoint can commit, and
+only while its attempt is the newest (claim_attempt; a zombie of an older attempt is refused).
 """
 
 from __future__ import annotations
@@ -19,8 +20,8 @@ from empo_api.models import StorageSpec
 
 from .backends import Backend, LocalBackend, S3Backend, S3Options
 from .checkpoints import CheckpointStore
-from .errors import ObjectNotFoundError
-from .layout import METRICS_KEY, REPORT_KEY, StorageLocation, clean_key
+from .errors import ObjectNotFoundError, SupersededError
+from .layout import ATTEMPTS, METRICS_KEY, REPORT_KEY, StorageLocation, attempt_key, clean_key, newest_attempt
 
 log = logging.getLogger("empo_trainer.storage")
 
@@ -87,17 +88,89 @@ class RunStorage:
         self.backend.download_files([(clean_key(key), Path(dest))])
         return Path(dest)
 
+    # ------------------------------------------------------------------------- one writer per run
+
+    def current_attempt(self) -> int:
+        """The newest attempt ever claimed for this run (0: none)."""
+        return newest_attempt(self.backend.list(f"{ATTEMPTS}/"))
+
+    def claim_attempt(self, **info: Any) -> int:
+        """Start a new attempt: one higher than any before. From now on a writer of an older attempt
+        is refused (SupersededError) at its next commit step or metrics line. Call it before reading
+        LATEST, so no older writer can move LATEST after this attempt has read it."""
+        attempt = self.current_attempt() + 1
+        from datetime import datetime, timezone
+
+        doc = {"attempt": attempt, "startedAt": datetime.now(timezone.utc).isoformat(timespec="seconds"), **info}
+        self.backend.put_bytes(attempt_key(attempt), (json.dumps(doc, sort_keys=True) + "\n").encode())
+        self.fence_to(attempt)
+        return attempt
+
+    def fence_to(self, attempt: int | None) -> None:
+        """Write as `attempt` (claimed by the driver): commits and metrics lines stop with
+        SupersededError once a newer attempt exists. None: no fencing (tools, tests)."""
+        self.attempt = attempt
+        self.checkpoints.attempt = attempt
+        self.checkpoints.fence = self.check_fence
+
+    attempt: int | None = None
+
+    def check_fence(self) -> None:
+        if self.attempt is None:
+            return
+        newest = self.current_attempt()
+        if newest > self.attempt:
+            raise SupersededError(
+                f"attempt {self.attempt} of {self.uri} was superseded by attempt {newest}; this writer stops "
+                "without touching the run (a newer attempt resumed from its latest checkpoint)", self.uri)
+
     def append_metrics(self, record: dict[str, Any]) -> None:
         """Append one JSON line to metrics.jsonl (see the module docstring for S3)."""
+        self.check_fence()
         line = json.dumps(_json_safe(record), sort_keys=True, allow_nan=False) + "\n"
         self.backend.append_bytes(METRICS_KEY, line.encode())
 
     def read_metrics(self) -> list[dict[str, Any]]:
+        """Every record of metrics.jsonl. A line that is not a JSON object (the torn end of an append
+        whose writer was killed) is skipped with a warning: it must not block every resume."""
+        return self._metrics()[0]
+
+    def _metrics(self) -> tuple[list[dict[str, Any]], int]:
+        """(records, lines that could not be read)."""
         try:
             data = self.backend.get_bytes(METRICS_KEY)
         except ObjectNotFoundError:
-            return []
-        return [json.loads(line) for line in data.decode().splitlines() if line.strip()]
+            return [], 0
+        records, torn = [], 0
+        for number, line in enumerate(data.decode("utf-8", "replace").splitlines(), 1):
+            if not line.strip():
+                continue
+            try:
+                record = json.loads(line)
+            except ValueError:
+                record = None
+            if isinstance(record, dict) and isinstance(record.get("step"), int):
+                records.append(record)
+            else:
+                torn += 1
+                log.warning("%s line %d is not a metrics record (a writer killed mid-append?); skipped",
+                            self.uri_of(METRICS_KEY), number)
+        return records, torn
+
+    def trim_metrics(self, keep_through_step: int) -> int:
+        """Keep the records up to `keep_through_step` (where a resumed attempt starts), each step
+        once, and drop unreadable lines; rewrite the file only if that changes it. Returns the
+        number of lines dropped."""
+        records, torn = self._metrics()
+        kept: dict[int, dict[str, Any]] = {}
+        for r in records:
+            if r["step"] <= keep_through_step:
+                kept[r["step"]] = r  # the later line of a step (a zombie's duplicate) wins
+        dropped = len(records) + torn - len(kept)
+        if dropped:
+            body = "".join(json.dumps(kept[s], sort_keys=True) + "\n" for s in sorted(kept))
+            self.backend.put_bytes(METRICS_KEY, body.encode())
+        return dropped
 
     def write_report(self, html: str) -> str:
         return self.write_bytes(REPORT_KEY, html.encode())
