@@ -86,7 +86,7 @@ def creation_waves(children: list[dict[str, Any]]) -> list[list[dict[str, Any]]]
     holds the Role's permissions itself, which it can check only once the Role exists. The RayJob
     comes last, once what its pods mount and use exists.
     """
-    order = {"ConfigMap": 0, "ServiceAccount": 0, "Role": 0, "RoleBinding": 1, "RayJob": 2}
+    order = {"ConfigMap": 0, "ServiceAccount": 0, "Role": 0, "NetworkPolicy": 0, "RoleBinding": 1, "RayJob": 2}
     waves: list[list[dict[str, Any]]] = [[] for _ in range(3)]
     for child in children:
         waves[order[child["kind"]]].append(child)
@@ -364,6 +364,9 @@ def build_rayjob(run: EmpoRun, settings: Settings, attempt: int = 0,
         "suspend": spec.suspend,
         "rayClusterSpec": {
             "rayVersion": spec.ray.ray_version,
+            # Ray token auth: KubeRay generates the token into a Secret and hands it to every Ray
+            # container and the submitter (docs/security.md).
+            "authOptions": {"mode": "token"},
             "headGroupSpec": _head_group(run, spec, attempt),
             "workerGroupSpecs": [_worker_group(run, spec, attempt, g) for g in plan.groups if g.replicas],
         },
@@ -389,4 +392,7 @@ def build_event(run: dict[str, Any], type: str, reason: str, message: str, now: 
 
 def build_children(run: EmpoRun, settings: Settings, attempt: int = 0) -> list[dict[str, Any]]:
     """Every child in creation order: the RayJob last, once what its pods mount and use exists."""
-    return [build_configmap(run, settings), *build_trainer_rbac(run), build_rayjob(run, settings, attempt)]
+    from .network_policy import build_network_policy  # it builds on this module's names
+
+    return [build_configmap(run, settings), *build_trainer_rbac(run), build_network_policy(run),
+            build_rayjob(run, settings, attempt)]

@@ -26,6 +26,7 @@ RUN_RULES = {
     ("", "serviceaccounts"): {"create", "get"},
     ("rbac.authorization.k8s.io", "roles"): {"create", "get"},
     ("rbac.authorization.k8s.io", "rolebindings"): {"create", "get"},
+    ("networking.k8s.io", "networkpolicies"): {"create", "get"},
     ("ray.io", "rayjobs"): {"create", "get", "list", "watch", "patch", "delete"},
     ("", "events"): {"create"},
 }

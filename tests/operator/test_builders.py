@@ -37,7 +37,8 @@ def test_every_child_is_valid(math_s3, tiny, rayjob_schema):
         run = EmpoRun.model_validate(manifest)
         for attempt in (0, 2):
             children = builders.build_children(run, SETTINGS, attempt)
-            assert [c["kind"] for c in children] == ["ConfigMap", "ServiceAccount", "Role", "RoleBinding", "RayJob"]
+            assert [c["kind"] for c in children] == ["ConfigMap", "ServiceAccount", "Role", "RoleBinding",
+                                                     "NetworkPolicy", "RayJob"]
             for child in children[:-1]:
                 kubernetes_validate.validate(child, "1.32", strict=True)
             errors = schema_check.check(children[-1], rayjob_schema)

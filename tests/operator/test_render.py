@@ -24,7 +24,7 @@ def test_render_prints_the_operators_children():
     expected = builders.build_children(EmpoRun.model_validate(manifest),
                                        settings.Settings(trainer_image="registry.example/t:1"))
     assert docs == expected
-    assert [d["kind"] for d in docs] == ["ConfigMap", "ServiceAccount", "Role", "RoleBinding", "RayJob"]
+    assert [d["kind"] for d in docs] == ["ConfigMap", "ServiceAccount", "Role", "RoleBinding", "NetworkPolicy", "RayJob"]
 
 
 def test_render_an_attempt_and_owner_labels(tmp_path):

@@ -78,6 +78,10 @@ Role per watched namespace otherwise. Each verb is one the operator (or kopf und
 - apiGroups: [rbac.authorization.k8s.io]
   resources: [roles, rolebindings]
   verbs: [create, get]
+# The NetworkPolicy that closes a run's Ray cluster to everyone but its own pods: created, never changed.
+- apiGroups: [networking.k8s.io]
+  resources: [networkpolicies]
+  verbs: [create, get]
 # KubeRay RayJobs: one per attempt; watched to mirror status, patched to suspend or resume,
 # deleted when a failed attempt is replaced.
 - apiGroups: [ray.io]

@@ -1,0 +1,59 @@
+"""The NetworkPolicy of a run's Ray cluster: valid for the API server, selecting exactly the run's
+pods, and letting in only the run's own pods, its RayJobs' submitters and KubeRay (issue 18)."""
+
+import kubernetes_validate
+
+from empo_api.models import EmpoRun
+from empo_operator import builders
+from empo_operator.network_policy import DASHBOARD_PORT, JOB_NAME_LABEL, build_network_policy
+from empo_operator.settings import Settings
+
+SETTINGS = Settings(trainer_image="registry.example/empo-trainer:1", default_storage_uri="s3://runs-bucket/empo")
+UID = "3f2a9c1e-0000-4000-8000-000000000000"
+
+
+def _run(math_s3, **spec):
+    return EmpoRun.model_validate({**math_s3, "metadata": {"name": "qwen-run", "namespace": "ml", "uid": UID},
+                                   "spec": {**math_s3["spec"], **spec}})
+
+
+def test_policy_is_valid_and_selects_the_runs_pods(math_s3):
+    run = _run(math_s3, maxRestarts=2)
+    policy = build_network_policy(run)
+    kubernetes_validate.validate(policy, "1.32", strict=True)
+    assert policy["metadata"]["namespace"] == "ml"
+    rayjob = builders.build_rayjob(run, SETTINGS, attempt=1)
+    pods = [rayjob["spec"]["rayClusterSpec"]["headGroupSpec"]["template"]] + [
+        g["template"] for g in rayjob["spec"]["rayClusterSpec"]["workerGroupSpecs"]]
+    selector = policy["spec"]["podSelector"]["matchLabels"]
+    for pod in pods:  # every Ray pod of every attempt is covered, and only pods of this run
+        assert selector.items() <= pod["metadata"]["labels"].items()
+    assert selector == {builders.LABEL_RUN: "qwen-run"}
+
+
+def test_only_the_run_its_submitters_and_kuberay_get_in(math_s3):
+    run = _run(math_s3, maxRestarts=2)
+    rules = build_network_policy(run)["spec"]["ingress"]
+    assert policy_types(run) == ["Ingress"]
+    own, submitters, kuberay, metrics = rules
+    assert own == {"from": [{"podSelector": {"matchLabels": {builders.LABEL_RUN: "qwen-run"}}}]}
+    (expr,) = submitters["from"][0]["podSelector"]["matchExpressions"]
+    assert expr["key"] == JOB_NAME_LABEL and expr["operator"] == "In"
+    assert expr["values"] == [builders.rayjob_name("qwen-run", UID, a) for a in range(3)]  # attempts 0..maxRestarts
+    assert submitters["ports"] == kuberay["ports"] == [{"protocol": "TCP", "port": DASHBOARD_PORT}]
+    assert kuberay["from"][0]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "kuberay-operator"}
+    assert "from" not in metrics and metrics["ports"][0]["port"] == builders.TRAINING_METRICS_PORT
+    assert all(r.get("ports") for r in rules[1:])  # beyond the run's own pods, only named ports
+
+
+def policy_types(run):
+    return build_network_policy(run)["spec"]["policyTypes"]
+
+
+def test_the_operator_creates_it_and_ray_uses_token_auth(math_s3):
+    run = _run(math_s3)
+    children = builders.build_children(run, SETTINGS)
+    kinds = [c["kind"] for c in children]
+    assert kinds.index("NetworkPolicy") < kinds.index("RayJob")  # closed before any Ray pod starts
+    rayjob = children[-1]
+    assert rayjob["spec"]["rayClusterSpec"]["authOptions"] == {"mode": "token"}
