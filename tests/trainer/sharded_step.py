@@ -51,6 +51,7 @@ def main() -> None:
     parser.add_argument("--sharding", default="none")
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--bf16", action="store_true", help="bf16 compute (what learner.precision bf16 gives on GPUs)")
+    parser.add_argument("--save", action="store_true", help="write the step's checkpoint under OUT/trainer")
     args = parser.parse_args()
     os.environ["TRL_EXPERIMENTAL_SILENCE"] = "1"
     from datasets import Dataset
@@ -68,7 +69,8 @@ def main() -> None:
     model = model_source.load_causal_lm(path, "float32")  # the learner's fp32 master weights
     before = {n: p.detach().clone() for n, p in model.named_parameters()}
     kwargs = grpo_config_kwargs(spec, os.path.join(args.out, "trainer"), max_steps=1, use_cpu=True)
-    kwargs.update(save_strategy="no", bf16=args.bf16)
+    # --save: the step's checkpoint, as the learner commits it (HF Trainer's FSDP full state dict)
+    kwargs.update(save_strategy="steps" if args.save else "no", save_steps=1, bf16=args.bf16)
     trainer = GRPOTrainer(model=model, reward_funcs=[reward], args=GRPOConfig(**kwargs),
                           train_dataset=Dataset.from_list([{"prompt": f"question {i}"} for i in range(8)]),
                           processing_class=model_source.load_tokenizer(path), rollout_func=rollout)

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from safetensors.torch import load_file
 
 REPO = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
@@ -53,7 +54,7 @@ def single(tmp_path_factory):
 
 
 def test_two_fsdp_learners_shard_the_model_and_match_one_process(single, tmp_path):
-    sharded = run_step(tmp_path, 2, "--sharding", "fsdp")
+    sharded = run_step(tmp_path, 2, "--sharding", "fsdp", "--save")
     total = sum(t.numel() for t in single["after"].values())
     ranks = sharded["ranks"]
     assert all(r["sharded"] for r in ranks) and not single["ranks"][0]["sharded"]
@@ -65,6 +66,10 @@ def test_two_fsdp_learners_shard_the_model_and_match_one_process(single, tmp_pat
     assert list(sharded["after"]) == list(single["after"])  # HF names, no FSDP prefixes
     for name, weight in single["after"].items():
         torch.testing.assert_close(sharded["after"][name], weight, rtol=0, atol=1e-5, msg=name)
+    # the checkpoint rank 0 commits is a plain HF model with the same weights (what evals and resumes load)
+    saved = load_file(tmp_path / "trainer" / "checkpoint-1" / "model.safetensors")
+    for name, weight in sharded["after"].items():
+        assert torch.equal(saved[name], weight), name
     moved = sum(int((single["after"][n] != single["before"][n]).sum()) for n in single["after"])
     assert moved > total // 10  # the step did update the model (the comparison is not of two no-ops)
 
