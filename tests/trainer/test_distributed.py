@@ -95,3 +95,15 @@ def test_samplers_that_cannot_feed_the_learners_are_refused(sampler, learner, wo
 def test_enough_engines_or_colocated_generation_pass():
     assert spec({"replicas": 2, "gpusPerReplica": 8, "tensorParallelSize": 2}, replicas=1, gpusPerReplica=8)
     assert spec({"replicas": 0}, replicas=1, gpusPerReplica=8)  # DDP learners generate on their own GPUs
+
+
+def test_empo_validate_refuses_a_spec_whose_samplers_cannot_feed_its_learners():
+    from empo_api.validate import validate_manifest
+
+    manifest = {"apiVersion": "empo.dev/v1alpha1", "kind": "EmpoRun", "metadata": {"name": "r", "namespace": "ns"},
+                "spec": {"model": {"source": "m"}, "dataset": {"uri": "s3://data/d.jsonl"},
+                         "sampler": {"replicas": 1}, "learner": {"replicas": 1, "gpusPerReplica": 4}}}
+    (error,) = validate_manifest(manifest)
+    assert error.path == "spec" and "must be at least the learner processes (4 = " in error.message
+    manifest["spec"]["sampler"]["gpusPerReplica"] = 4  # four TP=1 engines in the sampler pod
+    assert validate_manifest(manifest) == []
