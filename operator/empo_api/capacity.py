@@ -29,6 +29,7 @@ import re
 from dataclasses import dataclass, field
 
 from .models import EmpoRunSpec
+from .placement import BUNDLE_CPUS, plan_placement
 
 GIB = 2**30
 RESERVE_BYTES = 3 * GIB  # CUDA context, NCCL, allocator fragmentation (learner)
@@ -218,6 +219,11 @@ def plan_capacity(spec: EmpoRunSpec, shape: ModelShape, gpu_gib: float | None = 
             warnings.append(f"{e.role}: {e.total / GIB:.1f} GiB per GPU exceeds {e.limit / GIB:.1f} GiB")
         elif any("fewer than one group" in n for n in e.notes):
             warnings.append(f"{e.role}: " + next(n for n in e.notes if "fewer than one group" in n))
+    for group in plan_placement(spec).groups:  # each process's actor reserves CPUs of its pod
+        cpus = _cpus(spec.ray.worker.cpu)
+        if cpus is not None and cpus < group.bundles_per_pod * BUNDLE_CPUS:
+            warnings.append(f"{group.name} pod: {group.bundles_per_pod} processes need {group.bundles_per_pod * BUNDLE_CPUS:g} "
+                            f"CPUs, ray.worker.cpu is {spec.ray.worker.cpu}: the actors that do not fit never start")
     learner = spec.learner
     host = 4 * shape.params * max(1, learner.gpus_per_replica)  # each process loads fp32 weights before sharding
     pod = _quantity_bytes(spec.ray.worker.memory)
@@ -225,6 +231,13 @@ def plan_capacity(spec: EmpoRunSpec, shape: ModelShape, gpu_gib: float | None = 
         warnings.append(f"learner pod: {max(1, learner.gpus_per_replica)} process(es) load the fp32 model "
                         f"({host / GIB:.1f} GiB) into {spec.ray.worker.memory} of pod memory (ray.worker.memory)")
     return CapacityPlan(shape, gpu_bytes, estimates, warnings)
+
+
+def _cpus(q: str) -> float | None:
+    try:
+        return float(q[:-1]) / 1000 if q.endswith("m") else float(q)
+    except ValueError:
+        return None
 
 
 def _quantity_bytes(q: str) -> float | None:

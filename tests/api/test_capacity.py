@@ -89,3 +89,15 @@ def test_empo_plan_prints_per_gpu_figures_and_fails_what_does_not_fit(tmp_path):
     (tmp_path / "unknown.yaml").write_text(yaml.safe_dump(doc))
     unknown = empo("plan", tmp_path / "unknown.yaml")
     assert unknown.returncode == 2 and "--model-config" in unknown.stderr and "spec.model.source" in unknown.stderr
+
+
+def test_pods_without_a_cpu_per_process_are_flagged():
+    doc = yaml.safe_load(PAPER.read_text())
+    doc["spec"]["sampler"].update(replicas=1, gpusPerReplica=8)
+    doc["spec"]["learner"].update(replicas=1, gpusPerReplica=8)
+    doc["spec"]["algorithm"]["gradientAccumulation"] = 14  # 784 / (14 x 8) = 7 per micro-batch
+    doc["spec"]["ray"]["worker"] = {"cpu": "4", "memory": "512Gi"}
+    plan = plan_capacity(parse_run(doc).spec, QWEN_7B)
+    assert [w for w in plan.warnings if "CPUs" in w] == [
+        "sampler pod: 8 processes need 8 CPUs, ray.worker.cpu is 4: the actors that do not fit never start",
+        "learner pod: 8 processes need 8 CPUs, ray.worker.cpu is 4: the actors that do not fit never start"]
