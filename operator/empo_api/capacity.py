@@ -93,6 +93,8 @@ KNOWN_MODELS = {
     "qwen/qwen2.5-math-7b": _QWEN25_7B,
     "qwen/qwen2.5-7b": _QWEN25_7B,
     "qwen/qwen2.5-7b-instruct": _QWEN25_7B,
+    "qwen/qwen2.5-3b": ModelShape(2048, 36, 11008, 16, 2, 151936, True, True),
+    "qwen/qwen2.5-3b-instruct": ModelShape(2048, 36, 11008, 16, 2, 151936, True, True),
     "qwen/qwen2.5-math-1.5b": _QWEN25_15B,
     "qwen/qwen2.5-1.5b-instruct": _QWEN25_15B,
     "bundled:smollm2-135m-instruct": ModelShape(576, 30, 1536, 9, 3, 49152, True),

@@ -101,3 +101,12 @@ def test_pods_without_a_cpu_per_process_are_flagged():
     assert [w for w in plan.warnings if "CPUs" in w] == [
         "sampler pod: 8 processes need 8 CPUs, ray.worker.cpu is 4: the actors that do not fit never start",
         "learner pod: 8 processes need 8 CPUs, ray.worker.cpu is 4: the actors that do not fit never start"]
+
+
+@pytest.mark.parametrize("example", sorted(p.name for p in (REPO / "examples").glob("*.yaml")))
+def test_every_example_fits_its_gpus(example):
+    docs = [d for d in yaml.safe_load_all((REPO / "examples" / example).read_text()) if d and d.get("kind") == "EmpoRun"]
+    for doc in docs:
+        spec = parse_run(doc).spec
+        plan = plan_capacity(spec, KNOWN_MODELS[spec.model.source.lower()])
+        assert plan.fits, plan.warnings
