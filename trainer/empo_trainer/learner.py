@@ -107,11 +107,6 @@ def grpo_config_kwargs(spec: EmpoRunSpec, output_dir: str, *, max_steps: int, us
 
     kwargs.update(fsdp_kwargs(spec))
     return kwargs
-    # FSDP2 when learner.sharding asks for it (it moves activation checkpointing into FSDP's config)
-    from .distributed import fsdp_kwargs
-
-    kwargs.update(fsdp_kwargs(spec))
-    return kwargs
 
 
 def _cuda_available() -> bool:
