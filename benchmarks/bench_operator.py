@@ -160,6 +160,8 @@ def main() -> int:
         "steady_window_seconds": args.steady,
         "steady_api_requests_per_run_per_minute": round(steady_requests, 3),
         "steady_status_writes_per_run_per_minute": round(status_writes, 3),
+        "steady_requests_by_kind_per_run_per_minute": {f"{a} {p}": round(n * per_run_minute, 3)
+                                                       for (a, p), n in sorted(steady.items()) if n > 0},
         "restart_seconds_to_resume_every_run": round(restart_seconds, 2),
         "restart_api_requests_per_run": round(restart_requests / args.runs, 2),
         "restart_duplicate_rayjobs": duplicates,

@@ -387,7 +387,9 @@ async def rayjob_changed(type: str | None, body: kopf.Body, memo: kopf.Memo, **_
     owner = next((r for r in body.meta.get("ownerReferences") or [] if r.get("kind") == "EmpoRun"), None)
     if owner is None:
         return
-    run = await io(memo.kube.get, *EMPORUN, namespace, owner["name"])
+    # The watch's copy when there is one (kopf replays every RayJob when a watch reconnects; a GET
+    # per RayJob each time adds up); reconcile checks a copy before acting on it.
+    run = memo.runs.get((namespace, owner["name"])) or await io(memo.kube.get, *EMPORUN, namespace, owner["name"])
     if run is None or run["metadata"].get("uid") != owner.get("uid"):
         return  # a deleted run's RayJob (the garbage collector takes it), not the new run of that name
     if type != "DELETED":
