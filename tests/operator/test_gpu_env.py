@@ -31,3 +31,29 @@ def test_spec_ray_env_replaces_a_default_and_adds_tuning(repo):
         names = [n for n, _ in pairs]
         assert names.count("NCCL_DEBUG") == 1 and ("NCCL_DEBUG", "INFO") in pairs, name
         assert ("NCCL_SOCKET_IFNAME", "eth1") in pairs
+
+
+def test_an_8_gpu_pod_holds_8_bundles(repo):
+    """One process per GPU: the pod advertises one unit of its group's resource per bundle it holds."""
+    import json
+    import shlex
+
+    from empo_api.placement import plan_placement
+
+    doc = yaml.safe_load((repo / "examples" / "math-s3.yaml").read_text())
+    doc["spec"]["sampler"].update(replicas=1, gpusPerReplica=8, tensorParallelSize=2)
+    doc["spec"]["learner"].update(replicas=1, gpusPerReplica=8)
+    doc["spec"]["algorithm"]["gradientAccumulation"] = 14
+    run = EmpoRun.model_validate(doc)
+    rayjob = builders.build_rayjob(run, SETTINGS)
+    plan = plan_placement(run.spec)
+    for g in rayjob["spec"]["rayClusterSpec"]["workerGroupSpecs"]:
+        (word,) = shlex.split(g["rayStartParams"]["resources"])
+        units = json.loads(word)[f"empo_{g['groupName']}"]
+        (c,) = g["template"]["spec"]["containers"]
+        bundles = plan.sampler_bundles if g["groupName"] == "sampler" else plan.learner_bundles
+        assert units * g["replicas"] == len(bundles)  # the driver's actors, exactly
+        assert c["resources"]["limits"]["nvidia.com/gpu"] == 8 == units * bundles[0].gpus
+    assert {g["groupName"]: json.loads(shlex.split(g["rayStartParams"]["resources"])[0])
+            for g in rayjob["spec"]["rayClusterSpec"]["workerGroupSpecs"]} == \
+        {"sampler": {"empo_sampler": 4}, "learner": {"empo_learner": 8}}
