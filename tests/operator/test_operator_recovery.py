@@ -78,12 +78,13 @@ def test_a_run_applied_again_under_its_name_gets_its_own_children(operator, api,
     # It waits for the collector to remove the predecessor's children, adopting none of them.
     wait_for(lambda: handler_runs(op.metrics(), "reconcile_run") >= 2, what="the second run reconciled")
     assert set(api.objects("rayjobs")) == {old_rj["metadata"]["name"]}
-    for plural in ("configmaps", "serviceaccounts", "roles", "rolebindings", "rayjobs"):
+    from empo_operator.kube import PLURALS
+    for (api_version, kind), plural in PLURALS.items():  # every kind the operator creates
+        if kind in ("EmpoRun", "Event"):
+            continue
         for name, obj in api.objects(plural).items():
             if owner_uid(obj) == first["metadata"]["uid"]:
-                api.kube.delete(*(("v1", plural) if plural in ("configmaps", "serviceaccounts") else
-                                  ("rbac.authorization.k8s.io/v1", plural) if plural.startswith("role") else
-                                  ("ray.io/v1", plural)), api.ns, name)
+                api.kube.delete(api_version, plural, api.ns, name)
     new_rj = wait_for(lambda: api.attempt("smoke"), timeout=15, what="the second run's own RayJob")
     assert new_rj["metadata"]["name"] != old_rj["metadata"]["name"]
     assert owner_uid(new_rj) == second["metadata"]["uid"]
