@@ -8,7 +8,7 @@ from typing import Any, Mapping
 
 from pydantic import ValidationError
 
-from empo_api.models import EmpoRun
+from empo_api.models import MUTABLE_SPEC_FIELDS, EmpoRun
 from empo_api.validate import model_errors
 
 from .builders import CONFIG_KEY, LABEL_ATTEMPT, DefaultsError, SpecError, effective_spec, immutable_changes
@@ -101,8 +101,7 @@ def refused_change(run: EmpoRun, accepted: dict[str, Any] | None, settings: Sett
     shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
     return Problem(IMMUTABLE_FIELD_CHANGED,
                    f"{shown}: immutable on a live run; put the old value back or create a new EmpoRun "
-                   f"(mutable: suspend, maxRestarts, eval, activeDeadlineSeconds, ttlSecondsAfterFinished, "
-                   f"queueName, storage.checkpointEvery/keepLast/keepBest)")
+                   f"(mutable: {', '.join(MUTABLE_SPEC_FIELDS)})")
 
 
 def standing_problem(status: Mapping[str, Any] | None) -> Problem | None:

@@ -47,6 +47,7 @@ def test_what_the_user_changes_is_still_refused():
     accepted = accepted_with(BEFORE)
     problem = lifecycle.refused_change(run(ray={"image": "registry.example/other:3"}), accepted, AFTER)
     assert problem is not None and problem.message.startswith("spec.ray.image")
+    assert "preRunningDeadlineSeconds" in problem.message  # the message lists what may change
     problem = lifecycle.refused_change(run(storage={"uri": "s3://runs/c"}), accepted, AFTER)
     assert problem is not None and "spec.storage.uri" in problem.message
 
