@@ -41,7 +41,7 @@ def test_an_8_gpu_pod_holds_8_bundles(repo):
     from empo_api.placement import plan_placement
 
     doc = yaml.safe_load((repo / "examples" / "math-s3.yaml").read_text())
-    doc["spec"]["sampler"].update(replicas=1, gpusPerReplica=8, tensorParallelSize=2)
+    doc["spec"]["sampler"].update(replicas=2, gpusPerReplica=8, tensorParallelSize=2)  # 8 engines for 8 learners
     doc["spec"]["learner"].update(replicas=1, gpusPerReplica=8)
     doc["spec"]["algorithm"]["gradientAccumulation"] = 14
     run = EmpoRun.model_validate(doc)
