@@ -16,7 +16,7 @@ from typing import Any, Iterator
 
 import yaml
 from yaml.constructor import ConstructorError
-from yaml.nodes import MappingNode, Node, ScalarNode, SequenceNode
+from yaml.nodes import MappingNode, Node, ScalarNode
 
 MAX_FILE_BYTES = 4 * 1024 * 1024  # several manifests; one Kubernetes object is at most ~1.5 MiB
 MAX_DEPTH = 64  # an EmpoRun nests 6 levels
