@@ -64,8 +64,9 @@ class VLLMSampler:
         kwargs: dict[str, Any] = {}
         if not on_gpu and not os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
             kwargs["kv_cache_memory_bytes"] = CPU_KV_CACHE_BYTES
+        self.dtype = engine_dtype(dtype, on_gpu)
         self.llm = vllm.LLM(
-            model=model_path, dtype=engine_dtype(dtype, on_gpu), tensor_parallel_size=tensor_parallel_size,
+            model=model_path, dtype=self.dtype, tensor_parallel_size=tensor_parallel_size,
             gpu_memory_utilization=gpu_memory_utilization, max_model_len=max_model_len, seed=seed,
             trust_remote_code=trust_remote_code, enable_prefix_caching=True,
             # log-probs after temperature/top-p, the distribution tokens were drawn from: what the
@@ -79,20 +80,34 @@ class VLLMSampler:
         self.tokenizer = self.llm.get_tokenizer()
         self.max_prompt_length = max_prompt_length
         self.workers = tensor_parallel_size
+        self._updating = False
 
-    # weight sync: the transports in weight_sync.py call these through SamplerActor
+    # weight sync: the transports in weight_sync.py call these through SamplerActor; one update
+    # is any number of buckets, then weights_loaded
+    def _begin_update(self) -> None:
+        if not self._updating:
+            self.llm.collective_rpc("empo_begin_update")
+            self._updating = True
+
     def load_weights(self, named: Iterable[tuple[str, Any]]) -> None:
-        named = list(named.items()) if isinstance(named, dict) else list(named)
-        self.llm.collective_rpc("load_named_tensors", args=(named,))
+        from safetensors.torch import save
+
+        self._begin_update()
+        blob = save({k: v.detach().contiguous() for k, v in dict(named).items()})
+        self.llm.collective_rpc("empo_load_safetensors", args=(blob,))
+
+    def receive_bucket(self, metas: list[tuple[str, str, list[int]]]) -> None:
+        self._begin_update()
+        self.llm.collective_rpc("empo_receive_bucket", args=(metas,))
 
     def weights_loaded(self) -> None:
+        if self._updating:
+            self.llm.collective_rpc("empo_finish_update")
+            self._updating = False
         self.llm.reset_prefix_cache()  # cached prefixes hold keys/values of the old weights
 
     def init_weight_group(self, host: str, port: int, rank_offset: int, world_size: int) -> list[int]:
-        return self.llm.collective_rpc("init_weight_group", args=(host, port, rank_offset, world_size))
-
-    def receive_bucket(self, metas: list[tuple[str, str, list[int]]]) -> None:
-        self.llm.collective_rpc("receive_bucket", args=(metas,))
+        return self.llm.collective_rpc("empo_init_weight_group", args=(host, port, rank_offset, world_size))
 
     def generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[Generation]:
         from .chat import render_prompt_ids
