@@ -121,7 +121,8 @@ class NcclSync:
         import ray
         import torch
         from vllm.distributed.device_communicators.pynccl import PyNcclCommunicator
-        from vllm.distributed.utils import StatelessProcessGroup, get_open_port
+        from vllm.distributed.utils import StatelessProcessGroup
+        from vllm.utils.network_utils import get_open_port
 
         sizes = deadline.get([s.engine_workers.remote() for s in self.samplers])
         world = 1 + sum(sizes)
