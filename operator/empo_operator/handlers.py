@@ -219,10 +219,12 @@ async def _reconcile(kube: Kube, settings: Settings, run: dict[str, Any],
             rj_name = legacy
 
     rayjob = rayjobs.get((namespace, rj_name)) or await io(kube.get, *RAYJOB, namespace, rj_name)
+    standing = lifecycle.standing_problem(status)
+    # A refusal stands until the spec changes; an operator-settings problem is looked at again.
     steady = rayjob is not None and meta.get("generation") == status.get("observedGeneration") \
-        and status.get("rayJobName") == rj_name
+        and status.get("rayJobName") == rj_name and (standing is None or standing.permanent)
     if steady:  # nothing the ConfigMap could change: the spec was judged at this generation
-        cm, accepted, effective, problem = None, None, settings, lifecycle.standing_problem(status)
+        cm, accepted, effective, problem = None, None, settings, standing
         model = None if problem else lifecycle.parse_run(run)
     else:
         cm = await io(kube.get, "v1", "configmaps", namespace, builders.config_name(name))
@@ -238,6 +240,7 @@ async def _reconcile(kube: Kube, settings: Settings, run: dict[str, Any],
         upd = next_status(status, Observation(None, invalid_at_creation=True, problem=problem,
                                               generation=meta.get("generation")), stamp(now()))
         if lifecycle.status_changed(status, upd.patch):
+            await act()
             await _write_status(kube, run, upd.patch)
             await _post(kube, run, upd.events)
         return None
@@ -285,6 +288,9 @@ async def _reconcile(kube: Kube, settings: Settings, run: dict[str, Any],
         log.info(f"attempt {attempt} of {namespace}/{name} failed; attempt {attempt + 1} in {delay:.0f}s")
         return delay
     if lifecycle.status_changed(status, patch):
+        # The API server refuses a write from a stale copy (resourceVersion); checking first also
+        # spares the write and holds where nothing checks it (the tests' emulator).
+        await act()
         await _write_status(kube, run, patch)
         await _post(kube, run, events)
     if upd.verdict is not None and upd.verdict.reason == PRE_RUNNING_DEADLINE and rayjob is not None:
