@@ -30,6 +30,10 @@ def spec(sampler: dict, learner: dict) -> EmpoRunSpec:
     ("CPU only",
      {"replicas": 1, "gpusPerReplica": 0, "backend": "transformers"}, {"replicas": 2, "gpusPerReplica": 0},
      True, [("learner", 2, 0, 1)], [], [{"CPU": 1.0, "empo_learner": 1.0}] * 2),
+    ("vLLM's CPU build: a sampler pod per engine, no GPUs anywhere",
+     {"replicas": 2, "gpusPerReplica": 0, "backend": "vllm"}, {"replicas": 1, "gpusPerReplica": 0},
+     False, [("sampler", 2, 0, 1), ("learner", 1, 0, 1)],
+     [{"CPU": 1.0, "empo_sampler": 1.0}] * 2, [{"CPU": 1.0, "empo_learner": 1.0}]),
 ])
 def test_plan(name, sampler, learner, colocated, groups, sampler_bundles, learner_bundles):
     plan = plan_placement(spec(sampler, learner))
