@@ -112,6 +112,7 @@ def test_three_steps_with_vllm_samplers_through_ray(tmp_path, tiny_path, empo_en
     spec["dataset"]["uri"] = str(REPO / "data/local/arith-train.jsonl")
     spec["sampler"].update(backend="vllm", replicas=1, gpuMemoryUtilization=0.05)
     spec["eval"] = {"benchmarks": []}
+    spec["algorithm"]["learningRate"] = 0.02  # steps that move the weights far: a stale engine would show
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(doc))
     out = tmp_path / "out"
     result = empo(["train", tmp_path / "run.yaml", "--output", out, "--steps", 3, "--no-progress"], empo_env,
