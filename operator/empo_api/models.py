@@ -252,7 +252,9 @@ class RewardKind(str, Enum):
 
 class EntropyBand(_Model):
     model_config = ConfigDict(
-        json_schema_extra=_schema_extra(cel("self.low < self.high", "entropyBand.low must be below entropyBand.high"))
+        json_schema_extra=_schema_extra(cel(
+            # has(): the API server also checks the rule on the CRD's own `default: {}`, before nested defaults.
+            "!has(self.low) || !has(self.high) || self.low < self.high", "entropyBand.low must be below entropyBand.high"))
     )
 
     low: float = Field(0.0, ge=0.0, le=1.0, description="Keep a group if low <= H / ln G.")
@@ -378,7 +380,10 @@ class SamplerSpec(_Model):
     model_config = ConfigDict(
         json_schema_extra=_schema_extra(
             _immutable("sampler"),
-            cel("self.gpusPerReplica % self.tensorParallelSize == 0",
+            cel(
+                # has(): the API server also checks the rule on the CRD's own `default: {}` (see EntropyBand).
+                "!has(self.gpusPerReplica) || !has(self.tensorParallelSize) "
+                "|| self.gpusPerReplica % self.tensorParallelSize == 0",
                 "sampler.gpusPerReplica must be a multiple of sampler.tensorParallelSize"),
         )
     )
