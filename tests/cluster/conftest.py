@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Iterator
 
 import pytest
+import yaml
 
 from tests.plugins.control_plane import ControlPlane
 from tests.plugins.seaweedfs import _free_ports
@@ -50,8 +51,6 @@ class Release:
 def helm_install(cp: ControlPlane, name: str, namespace: str, *values: str) -> Release:
     cp.helm("install", name, CHART, "-n", namespace, "--create-namespace", *values)
     manifest = cp.helm("get", "manifest", name, "-n", namespace).stdout
-    import yaml
-
     docs = [d for d in yaml.safe_load_all(manifest) if d]
     sa = next(d for d in docs if d["kind"] == "ServiceAccount")["metadata"]["name"]
     deployment = next(d for d in docs if d["kind"] == "Deployment")["metadata"]["name"]

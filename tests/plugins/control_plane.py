@@ -40,13 +40,11 @@ The module also works outside pytest: ``with start_control_plane(Path(tmp)) as c
 
 from __future__ import annotations
 
-import base64
 import contextlib
 import datetime
 import itertools
 import json
 import os
-import shutil
 import signal
 import ssl
 import subprocess
