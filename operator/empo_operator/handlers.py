@@ -81,6 +81,10 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     # call the API through asyncio.to_thread, which uses the loop's default executor.
     if "settings" not in memo:
         memo.settings = from_env()
+    # Watching named namespaces needs no cluster-wide view: without this, kopf lists and watches
+    # Namespaces (and CRDs) at the cluster scope, which a namespaced install's RBAC does not grant,
+    # and retries the 403s for about a minute before it serves the first run.
+    settings.scanning.disabled = not memo.settings.clusterwide
     asyncio.get_running_loop().set_default_executor(
         concurrent.futures.ThreadPoolExecutor(max_workers=memo.settings.api_threads, thread_name_prefix="empo-api"))
     if "kube" not in memo:

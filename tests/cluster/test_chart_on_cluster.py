@@ -115,10 +115,6 @@ def test_operator_as_chart_account_creates_a_run_kuberay_plans_and_gc_removes(
              what="the RayCluster to go with its RayJob")
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "issue 14: with watchNamespaces set, kopf lists and watches Namespaces at the cluster scope, which the "
-    "chart's namespaced RBAC does not grant (403 'cannot list resource namespaces'); kopf retries ~55 s "
-    "before it handles the first run"))
 def test_namespaced_operator_handles_only_its_namespace(control_plane, namespaced_release, chart_operator,
                                                         cluster_namespace):
     (watched,) = namespaced_release.watched
