@@ -14,9 +14,6 @@ Fixtures
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
-import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterator
@@ -25,8 +22,8 @@ import pytest
 import yaml
 
 from tests.plugins.control_plane import ControlPlane
+from tests.plugins.operator_process import OperatorProcess
 from tests.plugins.seaweedfs import _free_ports
-from tests.waiting import wait_for
 
 REPO = Path(__file__).resolve().parents[2]
 CHART = REPO / "charts" / "empo-operator"
@@ -73,7 +70,7 @@ def namespaced_release(control_plane: ControlPlane, empo_release: Release) -> Re
     return release
 
 
-class ChartOperator:
+class ChartOperator(OperatorProcess):
     """The operator process with the env of the release's Deployment and its ServiceAccount's token."""
 
     def __init__(self, cp: ControlPlane, release: Release, workdir: Path, **env: str) -> None:
@@ -88,7 +85,6 @@ class ChartOperator:
                     "EMPO_BIND_ADDRESS": "127.0.0.1", **env}
         for var in ("KUBERNETES_SERVICE_HOST", "KUBERNETES_SERVICE_PORT"):
             self.env.pop(var, None)  # never the in-cluster config of a machine that happens to be a pod
-        self.proc: subprocess.Popen | None = None
 
     def deployment_env(self) -> dict[str, str]:
         deployment = self.cp.get("deployment", self.release.deployment, self.release.namespace)
@@ -100,34 +96,6 @@ class ChartOperator:
             elif var.get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "metadata.name":
                 env[var["name"]] = f"{self.release.deployment}-test"
         return env
-
-    def start(self) -> "ChartOperator":
-        with open(self.log_path, "ab") as log:
-            self.proc = subprocess.Popen([sys.executable, "-m", "empo_operator"], env=self.env, stdout=log,
-                                         stderr=subprocess.STDOUT, cwd=REPO)
-        wait_for(self._healthy, timeout=60, interval=0.2, what=f"operator liveness (log: {self.log_path})")
-        return self
-
-    def _healthy(self) -> bool:
-        if self.proc.poll() is not None:
-            raise AssertionError(f"the operator exited with {self.proc.returncode}:\n{self.log()}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/healthz", timeout=1) as r:
-                return r.status == 200
-        except OSError:
-            return False
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace") if self.log_path.exists() else ""
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
 
 
 @pytest.fixture

@@ -42,10 +42,9 @@ def tiny() -> dict:
 import itertools
 import os
 import socket
-import subprocess
-import sys
 import urllib.request
 
+from tests.plugins import operator_process
 from tests.plugins.kmock_server import KubeEmulator, wait_for
 
 _namespaces = itertools.count()
@@ -57,8 +56,8 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-class OperatorProcess:
-    """One operator process watching one namespace; started and stopped by PID."""
+class OperatorProcess(operator_process.OperatorProcess):
+    """One operator process watching one namespace of the emulator."""
 
     def __init__(self, emulator: KubeEmulator, namespace: str, log_path: Path, **env: str) -> None:
         self.emulator, self.namespace, self.log_path = emulator, namespace, log_path
@@ -69,40 +68,14 @@ class OperatorProcess:
                     "EMPO_TRAINER_IMAGE": "registry.example/empo-trainer:test",
                     "EMPO_RESTART_BACKOFF_SECONDS": "0.2", "EMPO_RESYNC_SECONDS": "1",
                     "EMPO_DEFAULT_STORAGE_URI": "s3://empo-runs/default", **env}
-        self.proc: subprocess.Popen | None = None
 
     def start(self) -> "OperatorProcess":
         self.emulator.add_namespace(self.namespace)
-        log = open(self.log_path, "ab")
-        self.proc = subprocess.Popen([sys.executable, "-m", "empo_operator"], env=self.env, stdout=log,
-                                     stderr=subprocess.STDOUT, cwd=REPO)
-        wait_for(self._healthy, timeout=30, interval=0.1, what=f"operator liveness (log: {self.log_path})")
-        return self
-
-    def _healthy(self) -> bool:
-        if self.proc.poll() is not None:
-            raise AssertionError(f"the operator exited with {self.proc.returncode}:\n{self.log()}")
-        try:
-            with urllib.request.urlopen(f"http://127.0.0.1:{self.health_port}/healthz", timeout=1) as r:
-                return r.status == 200
-        except OSError:
-            return False
+        return super().start()
 
     def metrics(self) -> str:
         with urllib.request.urlopen(f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=2) as r:
             return r.read().decode()
-
-    def log(self) -> str:
-        return self.log_path.read_text(errors="replace")
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(5)
 
 
 @pytest.fixture
