@@ -26,6 +26,8 @@ def _quiet() -> None:
     hf_logging.set_verbosity_error()
     # Deprecation notices of pinned libraries (transformers 5 renames) say nothing about the run.
     warnings.filterwarnings("ignore", category=FutureWarning)
+    # TRL checks vLLM's version for its own vLLM integration, which we do not use (rollout_func).
+    warnings.filterwarnings("ignore", message="TRL currently supports vLLM versions", category=UserWarning)
 
 
 def _threads(num_threads: int | None) -> None:
