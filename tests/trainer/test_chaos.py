@@ -9,6 +9,7 @@ import random
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -18,6 +19,7 @@ import yaml
 from empo_api.models import StorageSpec
 from empo_trainer import lifeline
 from empo_trainer.storage import open_run_storage
+from tests.plugins.seaweedfs import start_seaweedfs
 from tests.storage.flaky_proxy import FlakyProxy
 from tests.waiting import wait_for
 
@@ -47,6 +49,15 @@ def _train(spec: Path, env) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, "-m", "empo_api.cli", "train", str(spec), "--steps", str(STEPS),
                              "--no-progress"], env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)
+
+
+@pytest.fixture(scope="module")
+def s3_server():
+    """A SeaweedFS of the chaos trials' own (overrides the session's): after these trials the shared
+    server answered InternalError to every later upload in one full run, so kills mid-upload stay
+    away from the other tests' store."""
+    with tempfile.TemporaryDirectory(prefix="empo-weed-") as short, start_seaweedfs(Path(short)) as server:
+        yield server
 
 
 @pytest.mark.skipif(not Path("/proc/self/environ").exists(), reason="finds actors through /proc")

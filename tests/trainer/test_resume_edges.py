@@ -93,7 +93,7 @@ def test_killing_only_the_driver_ends_its_actors(tmp_path, empo_env):
             left[:] = [_cmdline(p)[:100] for p in _lifeline_processes(proc.pid)]
             return not left
 
-        wait_for(all_gone, 60, 0.2, "every process of the driver's local Ray to exit")
+        wait_for(all_gone, 180, 0.2, "every process of the driver's local Ray to exit")
     except AssertionError as exc:
         raise AssertionError(f"{exc}; still running: {left if 'left' in locals() else '?'}") from None
     finally:
