@@ -191,6 +191,11 @@ def start_seaweedfs(workdir: Path) -> Iterator[S3Server]:
         f"-filer.port={filer}", f"-filer.port.grpc={filer_grpc}",
         f"-s3.port={s3}", f"-s3.port.grpc={s3_grpc}",
         f"-admin.port={admin}", f"-admin.port.grpc={admin_grpc}",
+        # Every bucket is a collection with volumes of its own; the default cap (free disk / 128 MB,
+        # counted as if volumes were full) ran out after a few dozen buckets and every later write
+        # got InternalError "no free volumes left". Volumes are not preallocated, so a high cap
+        # costs no disk.
+        "-volume.max=10000",
         "-admin.ui=false", "-webdav=false", "-s3.port.iceberg=0", "-s3.port.lance=0",
         f"-s3.config={config}", "-s3.autoCreateBucket=false", "-master.telemetry=false",
         f"-filer.localSocket={workdir}/filer.sock", f"-s3.localSocket={workdir}/s3.sock",
