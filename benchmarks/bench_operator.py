@@ -1,17 +1,23 @@
-"""The operator under a burst: N EmpoRuns created at once against the KMock emulator.
+"""The operator under a burst of EmpoRuns, on the real control plane (default) or the KMock emulator.
 
-    python benchmarks/bench_operator.py              # 200 runs
-    python benchmarks/bench_operator.py --runs 20    # quick run
+    python benchmarks/bench_operator.py                          # 1,000 runs in 100 namespaces, real cluster
+    python benchmarks/bench_operator.py --runs 100 --namespaces 10
+    python benchmarks/bench_operator.py --target emulator --runs 200
 
-Measures, per run, the time from the EmpoRun's creation to its RayJob's creation (both stamped by
-the emulator as the requests arrive), the operator process's peak RSS (VmHWM), and the API requests
-the operator made per run until every run shows phase Initializing. Prints the figures and writes
-benchmarks/results/operator.json. The operator (`python -m empo_operator`, a subprocess), the
-emulator and this client share the machine's cores, so latencies are an upper bound.
+Real cluster (`--target cluster`): etcd, kube-apiserver, kube-controller-manager and the KubeRay
+operator built by tools/k8s/build.sh (tests/plugins/control_plane.py), the chart installed with
+helm, and `python -m empo_operator` running as the chart's ServiceAccount under real RBAC. The API
+server writes an audit log (level Metadata), which is the source of every figure: per run, the
+time from the EmpoRun's create to its RayJob's create (both stamped by the API server), and the
+requests the operator's identity made. Then, with every run live: the requests and status writes
+per run per minute over a steady window (`--steady` seconds, the chart's 30 s resync running), and
+an operator restart: its requests, the time until it has resumed every run, and that no child was
+created twice. The operator's peak RSS is its VmHWM. Everything shares the machine's cores (KubeRay
+creates a RayCluster and pods per RayJob meanwhile), so latencies are an upper bound.
 
-Then, with every run live: the API requests and status writes per run per minute over a steady
-window (`--steady` seconds; the operator's resync runs meanwhile), and an operator restart: the
-requests it makes, the time until it has resumed every run, and that no child was created twice.
+Emulator (`--target emulator`): the same figures from the emulator's own request counts.
+
+Writes benchmarks/results/operator-cluster.json (or operator.json for the emulator).
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ from tests.operator.conftest import Api, OperatorProcess  # noqa: E402
 from tests.plugins.kmock_server import start_emulator, wait_for  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "operator.json"
+CLUSTER_RESULTS = REPO / "benchmarks" / "results" / "operator-cluster.json"
 NAMESPACE = "bench"
 
 
@@ -62,13 +69,7 @@ def peak_rss_mib(pid: int) -> float:
     return float("nan")
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--runs", type=int, default=200)
-    parser.add_argument("--clients", type=int, default=16, help="parallel creating clients")
-    parser.add_argument("--steady", type=float, default=60, help="seconds of the steady-state window")
-    args = parser.parse_args()
-
+def emulator_main(args: argparse.Namespace) -> int:
     template = yaml.safe_load((REPO / "examples" / "tiny.yaml").read_text())
     with tempfile.TemporaryDirectory(dir=os.environ.get("BENCH_TMP")) as tmp:
         emulator = start_emulator(Path(tmp))
@@ -182,6 +183,23 @@ def main() -> int:
           f"{result['restart_api_requests_per_run']} requests per run, {duplicates} duplicate RayJobs")
     print(f"wrote {RESULTS.relative_to(REPO)}")
     return 0
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--target", choices=("cluster", "emulator"), default="cluster")
+    parser.add_argument("--runs", type=int, default=None, help="EmpoRuns (default: 1000 on a cluster, 200 emulated)")
+    parser.add_argument("--namespaces", type=int, default=100, help="namespaces the runs spread over (cluster)")
+    parser.add_argument("--clients", type=int, default=16, help="parallel creating clients")
+    parser.add_argument("--steady", type=float, default=120, help="seconds of the steady-state window")
+    args = parser.parse_args()
+    if args.target == "emulator":
+        args.runs = args.runs or 200
+        return emulator_main(args)
+    from benchmarks.bench_operator_cluster import cluster_main
+
+    args.runs = args.runs or 1000
+    return cluster_main(args)
 
 
 if __name__ == "__main__":

@@ -277,8 +277,12 @@ class ControlPlane:
 
 
 @contextlib.contextmanager
-def start_control_plane(workdir: Path, tools: dict[str, Path] | None = None) -> Iterator[ControlPlane]:
-    """Start etcd, kube-apiserver, kube-controller-manager and KubeRay in `workdir`; stop all on exit."""
+def start_control_plane(workdir: Path, tools: dict[str, Path] | None = None, apiserver_args: tuple[str, ...] = (),
+                        kuberay: bool = True) -> Iterator[ControlPlane]:
+    """Start etcd, kube-apiserver, kube-controller-manager and KubeRay in `workdir`; stop all on exit.
+
+    ``apiserver_args`` are appended to kube-apiserver's flags (the operator benchmark adds an audit
+    log); ``kuberay=False`` installs KubeRay's CRDs without running its operator."""
     tools = tools or build_tools()
     workdir = Path(workdir)
     pki = workdir / "pki"
@@ -316,7 +320,7 @@ def start_control_plane(workdir: Path, tools: dict[str, Path] | None = None) -> 
             f"--service-account-key-file={pki / 'sa.pub'}", f"--service-account-signing-key-file={pki / 'sa.key'}",
             f"--service-cluster-ip-range={SERVICE_CIDR}", "--allow-privileged=false", "--profiling=false",
             # The "kubernetes" Service's endpoints would be 127.0.0.1, which the reconciler refuses (as envtest).
-            "--endpoint-reconciler-type=none",
+            "--endpoint-reconciler-type=none", *apiserver_args,
         ], workdir)
         cp.components.append(kas)
         _await(kas, lambda: _http_ok(f"{server}/readyz", tls, ADMIN_TOKEN), "/readyz")
@@ -336,6 +340,9 @@ def start_control_plane(workdir: Path, tools: dict[str, Path] | None = None) -> 
         cp.kubectl("apply", "--server-side", "-f", cp.kuberay_crds)
         cp.kubectl("wait", "--for=condition=Established", "--timeout=60s",
                    *(f"crd/{p.stem.split('_', 1)[1]}.ray.io" for p in sorted(cp.kuberay_crds.glob("ray.io_*.yaml"))))
+        if not kuberay:
+            yield cp
+            return
         kuberay = _start("kuberay-operator", [
             str(tools["kuberay-operator"]), f"--metrics-addr=127.0.0.1:{kuberay_metrics}",
             f"--health-probe-bind-address=127.0.0.1:{kuberay_probe}", "--enable-leader-election=false",
