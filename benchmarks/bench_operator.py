@@ -2,6 +2,7 @@
 
     python benchmarks/bench_operator.py                          # 1,000 runs in 100 namespaces, real cluster
     python benchmarks/bench_operator.py --runs 100 --namespaces 10
+    python benchmarks/bench_operator.py --rate 10                # a steady 10 runs/s instead of one burst
     python benchmarks/bench_operator.py --target emulator --runs 200
 
 Real cluster (`--target cluster`): etcd, kube-apiserver, kube-controller-manager and the KubeRay
@@ -191,6 +192,7 @@ def main() -> int:
     parser.add_argument("--runs", type=int, default=None, help="EmpoRuns (default: 1000 on a cluster, 200 emulated)")
     parser.add_argument("--namespaces", type=int, default=100, help="namespaces the runs spread over (cluster)")
     parser.add_argument("--clients", type=int, default=16, help="parallel creating clients")
+    parser.add_argument("--rate", type=float, default=0, help="runs created per second (cluster; default: all at once)")
     parser.add_argument("--steady", type=float, default=120, help="seconds of the steady-state window")
     args = parser.parse_args()
     if args.target == "emulator":

@@ -91,6 +91,12 @@ def is_status_write(r: Request) -> bool:
     return r.resource == "emporuns" and r.verb in ("patch", "update")
 
 
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU time of a process so far."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def reconciles(op: ChartOperator) -> float:
     with urllib.request.urlopen(f"http://127.0.0.1:{op.metrics_port}/metrics", timeout=5) as r:
         for line in r.read().decode().splitlines():
@@ -127,16 +133,20 @@ def cluster_main(args: argparse.Namespace) -> int:
                 def make_namespace(name: str) -> None:
                     custom()[1].create_namespace({"metadata": {"name": name}})
 
-                def create(where: tuple[str, str]) -> None:
-                    ns, name = where
+                def create(where: tuple[int, tuple[str, str]]) -> None:
+                    i, (ns, name) = where
+                    if args.rate:  # a steady arrival rate instead of one burst
+                        time.sleep(max(0.0, started + i / args.rate - time.time()))
                     doc = copy.deepcopy(RUN)
                     doc["metadata"] = {"name": name, "namespace": ns}
                     custom()[0].create_namespaced_custom_object("empo.dev", "v1alpha1", ns, "emporuns", doc)
 
                 with concurrent.futures.ThreadPoolExecutor(args.clients) as pool:
                     list(pool.map(make_namespace, namespaces))
+                    cpu_before = {c.name: cpu_seconds(c.proc.pid) for c in cp.components}
+                    cpu_before["empo-operator"] = cpu_seconds(op.proc.pid)
                     started = time.time()
-                    list(pool.map(create, placement))
+                    list(pool.map(create, enumerate(placement)))
                 created_s = time.time() - started
 
                 def operator_requests(since: float, until: float = float("inf")) -> list[Request]:
@@ -148,6 +158,8 @@ def cluster_main(args: argparse.Namespace) -> int:
                                for r in operator_requests(started))
 
                 wait_for(lambda: rayjobs_created() >= runs, timeout=1800, interval=1, what="every RayJob")
+                cpu_burst = {c.name: cpu_seconds(c.proc.pid) - cpu_before[c.name] for c in cp.components}
+                cpu_burst["empo-operator"] = cpu_seconds(op.proc.pid) - cpu_before["empo-operator"]
                 all_rayjobs = max(r.at for r in operator_requests(started)
                                   if r.verb == "create" and r.resource == "rayjobs") - started
 
@@ -205,6 +217,7 @@ def cluster_main(args: argparse.Namespace) -> int:
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "platform": platform.platform(),
                     "load_average_1m_at_end": round(os.getloadavg()[0], 1)},  # a shared machine: context
         "runs": runs, "namespaces": spaces, "clients": args.clients,
+        "arrival": f"{args.rate} runs/s" if args.rate else "one burst",
         "create_seconds": round(created_s, 2),
         "create_to_rayjob_seconds": {"p50": round(percentile(latencies, 50), 3), "p99": round(percentile(latencies, 99), 3),
                                      "mean": round(statistics.mean(latencies), 3), "max": round(max(latencies), 3)},
@@ -212,6 +225,9 @@ def cluster_main(args: argparse.Namespace) -> int:
         "operator_idle_after_seconds": round(settled, 2),
         "phases_after_burst": dict(phases),
         "operator_peak_rss_mib": round(rss, 1),
+        # Until the last RayJob: who used the machine's cores (KubeRay's work is a real cluster's too).
+        "cpu_seconds_until_every_rayjob": {k: round(v, 1) for k, v in cpu_burst.items()},
+        "operator_cpu_ms_per_run": round(1000 * cpu_burst["empo-operator"] / runs, 1),
         "burst_api_requests_per_run": round(len(burst) / runs, 2),
         "burst_requests_by_kind_per_run": by_kind(burst, 1 / runs),
         "burst_status_writes_per_run": round(sum(map(is_status_write, burst)) / runs, 2),
@@ -229,11 +245,14 @@ def cluster_main(args: argparse.Namespace) -> int:
     CLUSTER_RESULTS.parent.mkdir(parents=True, exist_ok=True)
     CLUSTER_RESULTS.write_text(json.dumps(result, indent=2) + "\n")
     lat = result["create_to_rayjob_seconds"]
-    print(f"{runs} EmpoRuns in {spaces} namespaces, created by {args.clients} clients in {created_s:.1f}s")
+    print(f"{runs} EmpoRuns in {spaces} namespaces ({result['arrival']}), created by {args.clients} clients "
+          f"in {created_s:.1f}s")
     print(f"  create -> RayJob created   p50 {lat['p50']:.3f}s  p99 {lat['p99']:.3f}s  max {lat['max']:.3f}s")
     print(f"  all RayJobs after {result['all_rayjobs_seconds']}s; operator idle after {result['operator_idle_after_seconds']}s; "
           f"phases {result['phases_after_burst']}")
     print(f"  operator peak RSS          {result['operator_peak_rss_mib']} MiB")
+    print(f"  CPU seconds until every RayJob: {result['cpu_seconds_until_every_rayjob']} "
+          f"(operator {result['operator_cpu_ms_per_run']} ms per run)")
     print(f"  burst: {result['burst_api_requests_per_run']} API requests per run, "
           f"{result['burst_status_writes_per_run']} status writes per run")
     for kind, n in result["burst_requests_by_kind_per_run"].items():

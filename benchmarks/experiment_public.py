@@ -25,6 +25,7 @@ import os
 import random
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, replace
 from datetime import datetime, timezone
 from pathlib import Path
@@ -37,8 +38,10 @@ from benchmarks.experiment import runner, tasks  # noqa: E402
 
 RESULTS = ROOT / "benchmarks" / "results"
 CANDIDATES = ("gsm8k", "svamp", "asdiv", "mawps")
-# Word problems: longer prompts than one-digit sums, and room for a short sentence before the number.
-SETTINGS = runner.Settings(max_prompt_length=256, max_completion_length=16)
+# Word problems: longer prompts than one-digit sums. 16 new tokens cut 94-100% of the completions
+# before their answer (benchmarks/results/candidates-public-16tok.json); greedy completions
+# state their answer ("... The answer is 7.") within 20-45 tokens, so 64 leaves room to finish.
+SETTINGS = runner.Settings(max_prompt_length=256, max_completion_length=64)
 
 
 def benchmark_rows(name: str) -> list[dict]:
@@ -67,20 +70,26 @@ def gap(row: dict, k: int) -> float:
 
 
 def candidates(args: argparse.Namespace) -> int:
-    settings = replace(SETTINGS, eval_k=args.eval_k, eval_limit=args.limit)
+    settings = replace(SETTINGS, eval_k=args.eval_k, eval_limit=args.limit,
+                       max_completion_length=args.max_completion_length)
     work = args.work / "candidates"
     work.mkdir(parents=True, exist_ok=True)
     started, load_before = time.perf_counter(), os.getloadavg()
-    table = {}
-    for name in args.benchmarks:
+
+    def measure(name: str) -> dict:
         rows = sample(benchmark_rows(name), args.limit, args.seed)
         data = tasks.write_jsonl(rows, work / f"{name}.jsonl")
         done = work / f"{name}.eval.json"
         if args.reuse and done.exists() and json.loads(done.read_text()).get("settings") == asdict(settings):
-            ev = json.loads(done.read_text())  # measured earlier with the same settings and sample
-        else:
-            ev = cpu.eval_subprocess("bundled:smollm2-135m-instruct", data, done, settings)
-            done.write_text(json.dumps({**ev, "settings": asdict(settings)}, indent=1))
+            return json.loads(done.read_text())  # measured earlier with the same settings and sample
+        ev = cpu.eval_subprocess("bundled:smollm2-135m-instruct", data, done, settings)
+        done.write_text(json.dumps({**ev, "settings": asdict(settings)}, indent=1))
+        return ev
+
+    with ThreadPoolExecutor(args.parallel) as pool:  # each evaluation is a child process on one thread
+        evaluations = dict(zip(args.benchmarks, pool.map(measure, args.benchmarks)))
+    table = {}
+    for name, ev in evaluations.items():
         table[name] = ev
         print(f"{name:<8} greedy {ev['greedy']:.3f}  avg@{args.eval_k} {ev[f'avg@{args.eval_k}']:.3f}  "
               f"maj@{args.eval_k} {ev[f'maj@{args.eval_k}']:.3f}  gap {gap(ev, args.eval_k):+.3f}  "
@@ -107,7 +116,8 @@ def experiment(args: argparse.Namespace) -> int:
     name = args.benchmark
     if name == "auto":
         name = json.loads(args.candidates.read_text())["chosen"]
-    settings = replace(SETTINGS, steps=args.steps, learning_rate=args.lr, eval_k=args.eval_k, eval_limit=args.test)
+    settings = replace(SETTINGS, steps=args.steps, learning_rate=args.lr, eval_k=args.eval_k, eval_limit=args.test,
+                       max_completion_length=args.max_completion_length)
     train_rows, test_rows = split(benchmark_rows(name), args.test, args.train, args.seed)
     cpu.run_experiment(train_rows, test_rows, settings, args.seeds, args.arms, args.parallel, args.work / name,
                        args.out or RESULTS / f"experiment-{name}.json", args.keep_checkpoints,
@@ -123,10 +133,13 @@ def main() -> int:
     c.add_argument("--benchmarks", nargs="+", default=list(CANDIDATES), choices=list(CANDIDATES))
     c.add_argument("--limit", type=int, default=40, help="questions per benchmark (a seeded sample)")
     c.add_argument("--eval-k", type=int, default=8)
+    c.add_argument("--max-completion-length", type=int, default=SETTINGS.max_completion_length,
+                   help="new tokens per completion")
     c.add_argument("--seed", type=int, default=17)
     c.add_argument("--work", type=Path, default=ROOT / ".cache" / "empo" / "experiment-public")
     c.add_argument("--out", type=Path, default=RESULTS / "candidates-public.json")
     c.add_argument("--reuse", action="store_true", help="keep evaluations already in --work made with the same settings")
+    c.add_argument("--parallel", type=int, default=2, help="evaluations at once, one CPU thread each")
     e = sub.add_parser("experiment", help="EMPO vs gold-reward GRPO vs base on one benchmark")
     e.add_argument("--benchmark", default="auto", help=f"one of {', '.join(CANDIDATES)}, or auto: the candidates' choice")
     e.add_argument("--candidates", type=Path, default=RESULTS / "candidates-public.json")
@@ -137,6 +150,8 @@ def main() -> int:
     e.add_argument("--steps", type=int, default=24)
     e.add_argument("--lr", type=float, default=1e-5)
     e.add_argument("--eval-k", type=int, default=8)
+    e.add_argument("--max-completion-length", type=int, default=SETTINGS.max_completion_length,
+                   help="new tokens per completion, in training and evaluation")
     e.add_argument("--seed", type=int, default=17, help="seed of the train/test split")
     e.add_argument("--parallel", type=int, default=2, help="runs at once, one CPU thread each")
     e.add_argument("--work", type=Path, default=ROOT / ".cache" / "empo" / "experiment-public")
