@@ -49,7 +49,7 @@ test:
 test-fast: venv
 	$(PY) -m pytest -q -m "not slow" tests
 
-bench: venv
+bench: venv k8s-tools
 	$(PY) benchmarks/run_all.py
 
 crd: venv

@@ -198,7 +198,7 @@ def main() -> int:
     if args.target == "emulator":
         args.runs = args.runs or 200
         return emulator_main(args)
-    from benchmarks.bench_operator_cluster import cluster_main
+    from benchmarks.operator_cluster import cluster_main
 
     args.runs = args.runs or 1000
     return cluster_main(args)
