@@ -15,13 +15,14 @@ import os
 import platform
 import statistics
 import tempfile
+import threading
 import time
 import urllib.request
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
 
-from benchmarks.bench_operator import CLUSTER_RESULTS, REPO, peak_rss_mib, percentile
+from benchmarks.bench_operator import CLUSTER_RESULTS, REPO, _handler_runs, peak_rss_mib, percentile
 from empo_operator.builders import rayjob_name
 from tests.cluster.conftest import ChartOperator, helm_install
 from tests.plugins.control_plane import start_control_plane
@@ -99,10 +100,7 @@ def cpu_seconds(pid: int) -> float:
 
 def reconciles(op: ChartOperator) -> float:
     with urllib.request.urlopen(f"http://127.0.0.1:{op.metrics_port}/metrics", timeout=5) as r:
-        for line in r.read().decode().splitlines():
-            if line.startswith('empo_operator_reconciles_total{handler="reconcile_run"}'):
-                return float(line.split()[-1])
-    return 0.0
+        return _handler_runs(r.read().decode(), "reconcile_run")
 
 
 def cluster_main(args: argparse.Namespace) -> int:
@@ -122,7 +120,7 @@ def cluster_main(args: argparse.Namespace) -> int:
                 op.start()
                 namespaces = [f"bench-{i:03d}" for i in range(spaces)]
                 placement = [(namespaces[i % spaces], f"run-{i:04d}") for i in range(runs)]
-                local = __import__("threading").local()
+                local = threading.local()
 
                 def custom():  # one client per thread: urllib3 pools are per client
                     if not hasattr(local, "api"):
