@@ -83,6 +83,20 @@ def test_each_prompt_draws_from_its_own_seed(sampler):
     assert first[0] != first[1]  # one seed per prompt: the same question twice is sampled twice
 
 
+def test_a_seeded_batch_over_the_token_budget_is_sampled(sampler):
+    # An evaluation's batch: many prompts, n samples each, one seed per prompt. Over the engine's
+    # token budget a chunked prefill used to kill the CPU engine (its generators cannot rewind).
+    from empo_trainer.sampling.vllm_backend import CPU_BATCHED_TOKENS
+
+    prompts = [f"question {i}: " + "one two three four five six seven eight " * 6 for i in range(40)]
+    lengths = [len(render_prompt_ids(sampler.tokenizer, p, 64)) for p in prompts]
+    params = SamplingParams(n=4, temperature=1.0, max_new_tokens=4, seed=3)
+    assert sum(lengths) * params.n > CPU_BATCHED_TOKENS  # more than one scheduler step's prefill
+    out = sampler.generate(prompts, params)
+    assert [len(g.completion_ids) for g in out] == [4] * len(prompts)
+    assert all(len(ids) >= 1 for g in out for ids in g.completion_ids)
+
+
 def test_synced_weights_give_the_learners_logprobs(sampler, tiny_path):
     learner = model_source.load_causal_lm(tiny_path)
     prompt = render_prompt_ids(sampler.tokenizer, CHAT)

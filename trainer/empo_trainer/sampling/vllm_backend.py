@@ -21,6 +21,7 @@ EXTENSION = "empo_trainer.sampling.vllm_worker.WeightSyncExtension"
 # On CPU, vLLM reserves gpu_memory_utilization x host RAM unless the KV cache size is given; a
 # fixed cache keeps a laptop (or a shared CI machine) usable. VLLM_CPU_KVCACHE_SPACE (GiB) overrides.
 CPU_KV_CACHE_BYTES = 512 << 20
+CPU_BATCHED_TOKENS = 4096  # vLLM's CPU default
 
 
 class VLLMUnavailable(RuntimeError):
@@ -64,6 +65,12 @@ class VLLMSampler:
         kwargs: dict[str, Any] = {}
         if not on_gpu and not os.environ.get("VLLM_CPU_KVCACHE_SPACE"):
             kwargs["kv_cache_memory_bytes"] = CPU_KV_CACHE_BYTES
+        if not on_gpu:
+            # A prompt prefilled in chunks makes vLLM rewind its seeded generator, which CPU generators
+            # cannot do ("CPU Generator does not use offset", GPUModelRunner._bookkeeping_sync in
+            # 0.32): the engine dies on the first seeded batch over the token budget. Whole prompts only.
+            kwargs["enable_chunked_prefill"] = False
+            kwargs["max_num_batched_tokens"] = max(CPU_BATCHED_TOKENS, max_model_len or 0)
         self.dtype = engine_dtype(dtype, on_gpu)
         self.llm = vllm.LLM(
             model=model_path, dtype=self.dtype, tensor_parallel_size=tensor_parallel_size,
