@@ -46,12 +46,13 @@ def mean_spread(values: list[float]) -> dict[str, float]:
             "min": min(values), "max": max(values), "n": len(values)}
 
 
-def eval_subprocess(model: str, heldout: Path, out: Path, settings: runner.Settings) -> dict:
+def eval_subprocess(model: str, heldout: Path, out: Path, settings: runner.Settings,
+                    env: dict[str, str] | None = None) -> dict:
     """Evaluate in a child process (one CPU thread, memory freed when it ends)."""
     cmd = [sys.executable, __file__, "--eval-one", model, "--heldout", str(heldout), "--eval-out", str(out),
            "--settings", json.dumps(asdict(settings))]
     with out.with_suffix(".log").open("w") as log:
-        rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT)
+        rc = subprocess.call(cmd, stdout=log, stderr=subprocess.STDOUT, env=env)
     if rc != 0:
         raise RuntimeError(f"evaluation of {model} failed (exit {rc}); see {out.with_suffix('.log')}")
     return json.loads(out.read_text())
@@ -125,17 +126,19 @@ def run_experiment(train_rows: list[dict], heldout_rows: list[dict], settings: r
     evals_dir.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
     load_before = os.getloadavg()
+    slots = runner.CoreSlots(parallel)
 
     def arm_job(arm: str, seed: int) -> dict:
         name = f"{arm}-s{seed}"
         path = runner.write_manifest(runner.manifest(name, arm, seed, train_file, settings),
                                      work / "manifests" / f"{name}.yaml")
-        rc, seconds = runner.train(path, runs_dir, settings.steps, work / f"{name}.train.log")
-        if rc != 0:
-            raise RuntimeError(f"empo train {path} failed (exit {rc}); see {work / f'{name}.train.log'}")
-        print(f"  trained {name} in {seconds:.0f}s", flush=True)
-        checkpoint = runner.final_checkpoint(runs_dir, name)
-        ev = eval_subprocess(str(checkpoint), heldout_file, evals_dir / f"{name}.json", settings)
+        with slots.env() as env:
+            rc, seconds = runner.train(path, runs_dir, settings.steps, work / f"{name}.train.log", env)
+            if rc != 0:
+                raise RuntimeError(f"empo train {path} failed (exit {rc}); see {work / f'{name}.train.log'}")
+            print(f"  trained {name} in {seconds:.0f}s", flush=True)
+            checkpoint = runner.final_checkpoint(runs_dir, name)
+            ev = eval_subprocess(str(checkpoint), heldout_file, evals_dir / f"{name}.json", settings, env)
         if not keep_checkpoints:
             shutil.rmtree(checkpoint)
         print(f"  evaluated {name}: greedy {ev['greedy']:.3f}, avg@{settings.eval_k} {ev[f'avg@{settings.eval_k}']:.3f}"
@@ -144,7 +147,8 @@ def run_experiment(train_rows: list[dict], heldout_rows: list[dict], settings: r
                 "metrics": runner.read_metrics(runs_dir, name)}
 
     def base_job() -> dict:
-        ev = eval_subprocess("bundled:smollm2-135m-instruct", heldout_file, evals_dir / "base.json", settings)
+        with slots.env() as env:
+            ev = eval_subprocess("bundled:smollm2-135m-instruct", heldout_file, evals_dir / "base.json", settings, env)
         print(f"  evaluated base: greedy {ev['greedy']:.3f}, avg@{settings.eval_k} {ev[f'avg@{settings.eval_k}']:.3f}"
               f" ({ev['seconds']:.0f}s)", flush=True)
         return {"arm": "base", "seed": None, "eval": ev, "metrics": []}

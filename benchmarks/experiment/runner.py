@@ -8,9 +8,12 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -32,6 +35,7 @@ class Settings:
     eval_k: int = 8
     eval_limit: int = 48
     max_prompt_length: int = 64  # word problems need more than one-digit sums
+    sampler: str = "transformers"  # or "vllm" (its CPU build): the same backend trains and evaluates
 
 
 def manifest(name: str, reward: str, seed: int, train_file: Path, s: Settings) -> dict[str, Any]:
@@ -51,7 +55,7 @@ def manifest(name: str, reward: str, seed: int, train_file: Path, s: Settings) -
                 "temperature": s.temperature, "maxPromptLength": s.max_prompt_length, "maxCompletionLength": s.max_completion_length,
                 "learningRate": s.learning_rate, "steps": s.steps, "gradientAccumulation": 1,
             },
-            "sampler": {"backend": "transformers", "replicas": 0, "gpusPerReplica": 0},
+            "sampler": {"backend": s.sampler, "replicas": 0, "gpusPerReplica": 0},
             "learner": {"gpusPerReplica": 0, "precision": "fp32", "gradientCheckpointing": False},
             "storage": {"uri": "runs", "checkpointEvery": s.steps, "keepLast": 1},
             "eval": {"benchmarks": [], "atEnd": False},  # evaluated below, the same way for every arm
@@ -59,17 +63,37 @@ def manifest(name: str, reward: str, seed: int, train_file: Path, s: Settings) -
     }
 
 
+class CoreSlots:
+    """One CPU core for each job running at once. vLLM's CPU build pins its OpenMP threads itself
+    ('auto' takes core 0 and reserves the rest), so two jobs at once would share core 0 unless
+    each is told which core is its own."""
+
+    def __init__(self, jobs: int):
+        self._free: queue.Queue[int] = queue.Queue()
+        for i in range(jobs):
+            self._free.put(i % (os.cpu_count() or 1))
+
+    @contextmanager
+    def env(self) -> Iterator[dict[str, str]]:
+        core = self._free.get()
+        try:
+            yield {**os.environ, "VLLM_CPU_OMP_THREADS_BIND": str(core)}
+        finally:
+            self._free.put(core)
+
+
 def empo_command() -> list[str]:
     return [str(Path(sys.executable).parent / "empo")]
 
 
-def train(manifest_path: Path, runs_dir: Path, steps: int, log: Path) -> tuple[int, float]:
+def train(manifest_path: Path, runs_dir: Path, steps: int, log: Path,
+          env: dict[str, str] | None = None) -> tuple[int, float]:
     """Run `empo train` on one CPU thread; (exit code, seconds)."""
     cmd = empo_command() + ["train", str(manifest_path), "--output", str(runs_dir), "--steps", str(steps),
                             "--fresh", "--no-progress", "--num-cpus", "1"]
     started = time.perf_counter()
     with log.open("w") as out:
-        rc = subprocess.call(cmd, stdout=out, stderr=subprocess.STDOUT, env=os.environ.copy())
+        rc = subprocess.call(cmd, stdout=out, stderr=subprocess.STDOUT, env=env or os.environ.copy())
     return rc, time.perf_counter() - started
 
 
@@ -101,10 +125,16 @@ def evaluate_model(model: str, heldout: Path, s: Settings, seed: int = 1234) -> 
     from empo_trainer.evaluation.grading import FunctionMatcher
     from empo_trainer.rewards.extraction import extract_answer
     from empo_trainer.rewards.math_equivalence import MathEquivalence
-    from empo_trainer.sampling.transformers_backend import TransformersSampler
-
     path = model_source.resolve(model) if model.startswith("bundled:") else model
-    sampler = TransformersSampler(path, "float32", max_prompt_length=s.max_prompt_length)
+    if s.sampler == "vllm":
+        from empo_trainer.sampling.vllm_backend import VLLMSampler
+
+        sampler = VLLMSampler(path, "float32", max_prompt_length=s.max_prompt_length,
+                              max_model_len=s.max_prompt_length + s.max_completion_length, seed=seed)
+    else:
+        from empo_trainer.sampling.transformers_backend import TransformersSampler
+
+        sampler = TransformersSampler(path, "float32", max_prompt_length=s.max_prompt_length)
     matcher = FunctionMatcher(lambda text: extract_answer(text, fallbacks=True), MathEquivalence().equivalent)
     prompt = PromptSpec(system=SYSTEM, user_template=USER_TEMPLATE)
     bench = [f"arith-heldout={heldout}"]
