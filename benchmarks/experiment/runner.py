@@ -35,7 +35,9 @@ class Settings:
     eval_k: int = 8
     eval_limit: int = 48
     max_prompt_length: int = 64  # word problems need more than one-digit sums
-    sampler: str = "transformers"  # or "vllm" (its CPU build): the same backend trains and evaluates
+    # The evaluation's backend, "transformers" or "vllm" (its CPU build). Training generates in the
+    # learner (sampler.replicas 0 colocates; the backend field applies to sampler engines only).
+    sampler: str = "transformers"
 
 
 def manifest(name: str, reward: str, seed: int, train_file: Path, s: Settings) -> dict[str, Any]:
@@ -55,7 +57,7 @@ def manifest(name: str, reward: str, seed: int, train_file: Path, s: Settings) -
                 "temperature": s.temperature, "maxPromptLength": s.max_prompt_length, "maxCompletionLength": s.max_completion_length,
                 "learningRate": s.learning_rate, "steps": s.steps, "gradientAccumulation": 1,
             },
-            "sampler": {"backend": s.sampler, "replicas": 0, "gpusPerReplica": 0},
+            "sampler": {"backend": "transformers", "replicas": 0, "gpusPerReplica": 0},
             "learner": {"gpusPerReplica": 0, "precision": "fp32", "gradientCheckpointing": False},
             "storage": {"uri": "runs", "checkpointEvery": s.steps, "keepLast": 1},
             "eval": {"benchmarks": [], "atEnd": False},  # evaluated below, the same way for every arm

@@ -388,7 +388,9 @@ class SamplerSpec(_Model):
         )
     )
 
-    backend: SamplerBackend = Field(SamplerBackend.vllm, description="vllm on GPUs; transformers on CPU or small GPUs.")
+    backend: SamplerBackend = Field(
+        SamplerBackend.vllm, description="vllm on GPUs (or vLLM's CPU build); transformers on CPU or small GPUs. "
+        "The backend of sampler engines: with replicas 0 generation runs in the learners, with transformers.")
     replicas: int = Field(
         1, ge=0, le=1024,
         description="Sampler pods, each running gpusPerReplica / tensorParallelSize engines; 0 colocates generation "
