@@ -76,6 +76,20 @@ def test_answers_of_different_shapes_skip_the_symbolic_check(a, b):
 
 
 
+# A fine-tuned SmolLM2 answered ASDiv with "4 because five potatoes is reduced to four potatoes,
+# leaving the three unused ones": the unit-stripping pattern backtracked through every split of
+# every word and grading hung for over ten minutes. Such answers are not units and stay as they are.
+@pytest.mark.timeout(20)
+@pytest.mark.parametrize("answer", [
+    "4 because five potatoes is reduced to four potatoes, leaving the three unused ones",
+    "12 " + "apples and oranges " * 40 + "!",
+    "5 cm " + "x" * 2000 + ".",
+])
+def test_long_answers_that_are_not_units_are_graded_at_once(math_eq, answer):
+    assert canonicalize(answer) == canonicalize(answer + " ")  # reached: it did not hang
+    assert not math_eq.equivalent(answer, answer.split()[0])
+
+
 @pytest.mark.parametrize("a, b", EQUIVALENT)
 def test_equivalent_forms(math_eq, a, b):
     assert math_eq.equivalent(a, b) and math_eq.equivalent(b, a)

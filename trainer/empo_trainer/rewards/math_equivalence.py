@@ -44,13 +44,18 @@ _FRACTION = re.compile(r"^([+-]?)\\frac\{([+-]?\d+)\}\{([+-]?\d+)\}$")
 _SLASH = re.compile(r"^([+-]?\d+)/([+-]?\d+)$")
 _THOUSANDS = re.compile(r"^[+-]?\d{1,3}(?:,\d{3})+(?:\.\d+)?$")
 _WORD = re.compile(r"^[A-Za-z]{2,}$")
+# Words after a number, separated by whitespace. One way to split the tail into words: with the
+# separator optional ((?:[A-Za-z]+\s*)+) a long answer that is not a unit ("4 because five potatoes
+# ..., leaving ...") backtracked through every split of every word and hung grading for minutes.
+_UNIT_WORD = r"[A-Za-z]+(?:\^\{?[23]\}?)?"
+_UNIT_TAIL = re.compile(rf"^(.*?[\d}}])(\s*)({_UNIT_WORD}(?:\s+{_UNIT_WORD})*)\s*$")
 
 
 def _trailing_unit(s: str) -> str:
     """'5 cm' -> '5', '12 square feet' -> '12', '5 \\text{ cm}^2' -> '5': known unit words after a number
     (safe to drop). Without a space, only after a digit, and a one-letter unit takes no exponent
     ('3s^2' is a monomial)."""
-    m = re.match(r"^(.*?[\d}])(\s*)((?:[A-Za-z]+(?:\^\{?[23]\}?)?\s*)+)$", s)
+    m = _UNIT_TAIL.match(s)
     if not m:
         return s
     number, space, words = m.group(1), m.group(2), m.group(3).split()
