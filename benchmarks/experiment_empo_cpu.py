@@ -117,9 +117,12 @@ def print_table(result: dict) -> None:
 
 def run_experiment(train_rows: list[dict], heldout_rows: list[dict], settings: runner.Settings, seeds: list[int],
                    arms: list[str], parallel: int, work: Path, out: Path, keep_checkpoints: bool, description: str,
-                   script: str) -> dict:
+                   script: str, reuse: bool = False) -> dict:
     """Train every arm for every seed with `empo train` on train_rows (question, answer), evaluate
-    each final checkpoint and the base model on heldout_rows; write out (.json and .png)."""
+    each final checkpoint and the base model on heldout_rows; write out (.json and .png).
+
+    reuse: keep what an interrupted invocation with the same work folder finished (runs trained
+    to the last step, evaluations written); the caller keeps the settings the same."""
     train_file = tasks.write_jsonl(train_rows, work / "data" / "train.jsonl")
     heldout_file = tasks.write_jsonl(heldout_rows, work / "data" / "heldout.jsonl")
     runs_dir, evals_dir = work / "runs", work / "evals"
@@ -132,23 +135,33 @@ def run_experiment(train_rows: list[dict], heldout_rows: list[dict], settings: r
         name = f"{arm}-s{seed}"
         path = runner.write_manifest(runner.manifest(name, arm, seed, train_file, settings),
                                      work / "manifests" / f"{name}.yaml")
+        timing, done = work / f"{name}.train.json", evals_dir / f"{name}.json"
         with slots.env() as env:
-            rc, seconds = runner.train(path, runs_dir, settings.steps, work / f"{name}.train.log", env)
-            if rc != 0:
-                raise RuntimeError(f"empo train {path} failed (exit {rc}); see {work / f'{name}.train.log'}")
-            print(f"  trained {name} in {seconds:.0f}s", flush=True)
-            checkpoint = runner.final_checkpoint(runs_dir, name)
-            ev = eval_subprocess(str(checkpoint), heldout_file, evals_dir / f"{name}.json", settings, env)
-        if not keep_checkpoints:
-            shutil.rmtree(checkpoint)
+            if reuse and len(runner.read_metrics(runs_dir, name)) >= settings.steps and timing.exists():
+                seconds = json.loads(timing.read_text())["seconds"]  # trained by an earlier invocation
+            else:
+                rc, seconds = runner.train(path, runs_dir, settings.steps, work / f"{name}.train.log", env)
+                if rc != 0:
+                    raise RuntimeError(f"empo train {path} failed (exit {rc}); see {work / f'{name}.train.log'}")
+                timing.write_text(json.dumps({"seconds": seconds}))
+                print(f"  trained {name} in {seconds:.0f}s", flush=True)
+            if reuse and done.exists():
+                ev = json.loads(done.read_text())
+            else:
+                checkpoint = runner.final_checkpoint(runs_dir, name)
+                ev = eval_subprocess(str(checkpoint), heldout_file, done, settings, env)
+                if not keep_checkpoints:
+                    shutil.rmtree(checkpoint)
         print(f"  evaluated {name}: greedy {ev['greedy']:.3f}, avg@{settings.eval_k} {ev[f'avg@{settings.eval_k}']:.3f}"
               f" ({ev['seconds']:.0f}s)", flush=True)
         return {"arm": arm, "seed": seed, "train_seconds": round(seconds, 1), "eval": ev,
                 "metrics": runner.read_metrics(runs_dir, name)}
 
     def base_job() -> dict:
+        done = evals_dir / "base.json"
         with slots.env() as env:
-            ev = eval_subprocess("bundled:smollm2-135m-instruct", heldout_file, evals_dir / "base.json", settings, env)
+            ev = (json.loads(done.read_text()) if reuse and done.exists() else
+                  eval_subprocess("bundled:smollm2-135m-instruct", heldout_file, done, settings, env))
         print(f"  evaluated base: greedy {ev['greedy']:.3f}, avg@{settings.eval_k} {ev[f'avg@{settings.eval_k}']:.3f}"
               f" ({ev['seconds']:.0f}s)", flush=True)
         return {"arm": "base", "seed": None, "eval": ev, "metrics": []}

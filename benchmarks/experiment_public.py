@@ -127,7 +127,7 @@ def experiment(args: argparse.Namespace) -> int:
     cpu.run_experiment(train_rows, test_rows, settings, args.seeds, args.arms, args.parallel, args.work / name,
                        args.out or RESULTS / f"experiment-{name}.json", args.keep_checkpoints,
                        f"{name}: {len(train_rows)} unlabeled training and {len(test_rows)} held-out test questions "
-                       f"from one seeded shuffle (seed {args.seed})", "benchmarks/experiment_public.py")
+                       f"from one seeded shuffle (seed {args.seed})", "benchmarks/experiment_public.py", args.reuse)
     return 0
 
 
@@ -167,6 +167,8 @@ def main() -> int:
     e.add_argument("--work", type=Path, default=ROOT / ".cache" / "empo" / "experiment-public")
     e.add_argument("--out", type=Path, default=None)
     e.add_argument("--keep-checkpoints", action="store_true")
+    e.add_argument("--reuse", action="store_true",
+                   help="keep runs and evaluations an interrupted invocation finished in --work (same settings)")
     args = p.parse_args()
     return candidates(args) if args.command == "candidates" else experiment(args)
 
