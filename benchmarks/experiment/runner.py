@@ -127,6 +127,7 @@ def evaluate_model(model: str, heldout: Path, s: Settings, seed: int = 1234) -> 
     from empo_trainer.evaluation.grading import FunctionMatcher
     from empo_trainer.rewards.extraction import extract_answer
     from empo_trainer.rewards.math_equivalence import MathEquivalence
+
     path = model_source.resolve(model) if model.startswith("bundled:") else model
     if s.sampler == "vllm":
         from empo_trainer.sampling.vllm_backend import VLLMSampler

@@ -18,14 +18,6 @@ EXAMPLES = REPO / "examples"
 GITOPS = EXAMPLES / "gitops"
 
 
-@pytest.fixture(scope="module")
-def kubectl() -> str:
-    """The kubectl `make test` builds (tools/k8s/build.sh), not whichever one the machine may have."""
-    from tests.plugins.control_plane import build_tools
-
-    return str(build_tools()["kubectl"])
-
-
 def _is_grid(path: Path) -> bool:
     doc = yaml.safe_load(path.read_text())
     return isinstance(doc, dict) and "grid" in doc
@@ -57,9 +49,9 @@ OVERLAYS = sorted(p.name for p in (GITOPS / "overlays").iterdir() if (p / "kusto
 
 
 @pytest.mark.parametrize("overlay, runs, namespace", [("staging", 1, "empo-staging"), ("temperature-sweep", 3, "ml-research")])
-def test_kustomize_overlay_builds_valid_emporuns(kubectl, overlay, runs, namespace):
+def test_kustomize_overlay_builds_valid_emporuns(kubectl_path, overlay, runs, namespace):
     assert overlay in OVERLAYS
-    out = subprocess.run([kubectl, "kustomize", str(GITOPS / "overlays" / overlay)],
+    out = subprocess.run([kubectl_path, "kustomize", str(GITOPS / "overlays" / overlay)],
                          capture_output=True, text=True, timeout=60, check=True).stdout
     docs = load_all(out)
     assert len(docs) == runs
@@ -73,8 +65,8 @@ def test_every_overlay_is_tested():
     assert OVERLAYS == ["staging", "temperature-sweep"]
 
 
-def test_temperature_sweep_differs_only_in_temperature(kubectl):
-    out = subprocess.run([kubectl, "kustomize", str(GITOPS / "overlays" / "temperature-sweep")],
+def test_temperature_sweep_differs_only_in_temperature(kubectl_path):
+    out = subprocess.run([kubectl_path, "kustomize", str(GITOPS / "overlays" / "temperature-sweep")],
                          capture_output=True, text=True, timeout=60, check=True).stdout
     docs = load_all(out)
     assert sorted(d["spec"]["algorithm"].pop("temperature") for d in docs) == [0.6, 0.9, 1.1]

@@ -1,6 +1,5 @@
 """kubectl against the emulator: apply the example, read the printer columns."""
 
-import functools
 import re
 import subprocess
 
@@ -8,21 +7,14 @@ import pytest
 
 from empo_trainer.progress import ProgressReporter
 from tests.operator.conftest import REPO, OperatorProcess
+from tests.plugins.control_plane import pinned_kubectl
 from tests.plugins.kmock_server import wait_for
 
 pytestmark = pytest.mark.timeout(90)
 
 
-@functools.cache
-def kubectl_path() -> str:
-    """The kubectl `make test` builds (tools/k8s/build.sh): a fresh machine may have none."""
-    from tests.plugins.control_plane import build_tools
-
-    return str(build_tools()["kubectl"])
-
-
 def kubectl(emulator, *args: str) -> str:
-    out = subprocess.run([kubectl_path(), "--kubeconfig", str(emulator.kubeconfig), *args],
+    out = subprocess.run([pinned_kubectl(), "--kubeconfig", str(emulator.kubeconfig), *args],
                          capture_output=True, text=True, timeout=30)
     assert out.returncode == 0, out.stderr
     return out.stdout

@@ -35,6 +35,9 @@ Fixtures
 ``cluster_namespace`` (function scope)
     A fresh namespace for one test.
 
+``kubectl_path`` (session scope; ``pinned_kubectl()`` outside fixtures)
+    The pinned kubectl, for tests that need no server of ours (kustomize, the emulator).
+
 The module also works outside pytest: ``with start_control_plane(Path(tmp)) as cp``.
 """
 
@@ -42,6 +45,7 @@ from __future__ import annotations
 
 import contextlib
 import datetime
+import functools
 import itertools
 import json
 import os
@@ -353,6 +357,18 @@ def start_control_plane(workdir: Path, tools: dict[str, Path] | None = None, api
         yield cp
     finally:
         cp.stop()
+
+
+@functools.cache
+def pinned_kubectl() -> str:
+    """The pinned kubectl tools/k8s/build.sh builds, for tests that need no server of ours: a fresh
+    machine may have no kubectl, or another version."""
+    return str(build_tools()["kubectl"])
+
+
+@pytest.fixture(scope="session")
+def kubectl_path() -> str:
+    return pinned_kubectl()
 
 
 @pytest.fixture(scope="session")
