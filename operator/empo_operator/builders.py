@@ -41,6 +41,13 @@ GPU_RESOURCE = "nvidia.com/gpu"
 # The driver (head) serves the run's step metrics here; the chart's PodMonitor scrapes the port by name.
 TRAINING_METRICS_PORT = 9410
 TRAINING_METRICS_PORT_NAME = "empo-metrics"
+# Ray's own head ports, by the names KubeRay looks them up with. KubeRay (1.5) builds the head Service
+# from the container's declared ports alone as soon as one is declared: without "dashboard" the
+# Service lacks 8265, KubeRay logs "dashboard port is not found", never creates the submitter Job and
+# the run stays Initializing; without "gcs-server" workers cannot join and without "client" no
+# `ray.init("ray://...")` reaches the cluster.
+DASHBOARD_PORT = 8265
+RAY_HEAD_PORTS = {"gcs-server": 6379, "dashboard": DASHBOARD_PORT, "client": 10001, "metrics": 8080}
 
 
 class SpecError(ValueError):
@@ -290,7 +297,8 @@ def _head_group(run: EmpoRun, spec: EmpoRunSpec, attempt: int) -> dict[str, Any]
                     "name": "ray-head",
                     "image": spec.ray.image,
                     "env": _env(run, spec, attempt) + _head_env(spec),
-                    "ports": [{"name": TRAINING_METRICS_PORT_NAME, "containerPort": TRAINING_METRICS_PORT}],
+                    "ports": [{"name": name, "containerPort": port} for name, port in RAY_HEAD_PORTS.items()]
+                    + [{"name": TRAINING_METRICS_PORT_NAME, "containerPort": TRAINING_METRICS_PORT}],
                     "resources": _resources(spec.ray.head.cpu, spec.ray.head.memory),
                     "volumeMounts": [{"name": CONFIG_VOLUME, "mountPath": CONFIG_MOUNT, "readOnly": True}],
                 }],
@@ -346,6 +354,26 @@ def _worker_group(run: EmpoRun, spec: EmpoRunSpec, attempt: int, group: GroupPla
     }
 
 
+# KubeRay's default submitter asks for 500m CPU to run `ray job submit` and follow the logs; on a small
+# node that is a quarter of what the run needs. KubeRay fills in the command and the dashboard address.
+SUBMITTER_RESOURCES = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}}
+
+
+def _submitter_template(run: EmpoRun, spec: EmpoRunSpec) -> dict[str, Any]:
+    """KubeRay's submitter pod (K8sJobMode): labelled as the run's, so the run's NetworkPolicy admits it
+    to the dashboard whatever the attempt; pulled and prioritised like the run's other pods."""
+    pod_spec: dict[str, Any] = {
+        "restartPolicy": "Never",
+        "automountServiceAccountToken": False,  # it only talks to the Ray dashboard
+        "containers": [{"name": "ray-job-submitter", "image": spec.ray.image, "resources": SUBMITTER_RESOURCES}],
+    }
+    if spec.ray.image_pull_secrets:
+        pod_spec["imagePullSecrets"] = [r.to_wire() for r in spec.ray.image_pull_secrets]
+    if spec.ray.priority_class_name:
+        pod_spec["priorityClassName"] = spec.ray.priority_class_name
+    return {"metadata": {"labels": labels(run, "submitter")}, "spec": pod_spec}
+
+
 def build_rayjob(run: EmpoRun, settings: Settings, attempt: int = 0,
                  plan: PlacementPlan | None = None) -> dict[str, Any]:
     spec = effective_spec(run.spec, settings)
@@ -362,6 +390,7 @@ def build_rayjob(run: EmpoRun, settings: Settings, attempt: int = 0,
         # The operator retries failed attempts itself (each resumes from checkpoints/LATEST).
         "backoffLimit": 0,
         "suspend": spec.suspend,
+        "submitterPodTemplate": _submitter_template(run, spec),
         "rayClusterSpec": {
             "rayVersion": spec.ray.ray_version,
             # Ray token auth: KubeRay generates the token into a Secret and hands it to every Ray

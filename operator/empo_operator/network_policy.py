@@ -5,8 +5,8 @@ Ray cluster that anyone in the cluster network can reach runs anyone's code. Tok
 (authOptions on the RayCluster) guards Ray's own RPC; this policy also closes the ports Ray does
 not authenticate. Ingress to the run's pods (label empo.dev/run=<run>) is allowed from:
 - the run's own pods (Ray's internal traffic, torch.distributed/NCCL between learners);
-- the submitter pod of each attempt's RayJob (KubeRay's K8sJobMode: `ray job submit` to the
-  head's dashboard port), selected by the Job name the Job controller labels it with;
+  KubeRay's submitter pods (K8sJobMode: `ray job submit` to the head's dashboard port) carry the
+  run's labels (builders._submitter_template), so every attempt's submitter is one of them;
 - the KubeRay operator, on the dashboard port only (it polls the job's status there);
 - anyone, on the trainer's read-only metrics port (Prometheus scrapes it).
 Egress is not restricted (the trainer reads S3 and reports to the API server). The API server's
@@ -19,11 +19,9 @@ from typing import Any
 
 from empo_api.models import EmpoRun
 
-from .builders import LABEL_RUN, NAME_MAX, TRAINING_METRICS_PORT, fit_name, labels, rayjob_name, run_uid
+from .builders import DASHBOARD_PORT, LABEL_RUN, NAME_MAX, TRAINING_METRICS_PORT, fit_name, labels
 
-DASHBOARD_PORT = 8265  # Ray's job submission API on the head
 KUBERAY_OPERATOR_LABELS = {"app.kubernetes.io/name": "kuberay-operator"}  # the KubeRay chart's pod labels
-JOB_NAME_LABEL = "batch.kubernetes.io/job-name"  # set by the Job controller on a Job's pods
 
 
 def network_policy_name(run_name: str) -> str:
@@ -31,9 +29,8 @@ def network_policy_name(run_name: str) -> str:
 
 
 def build_network_policy(run: EmpoRun) -> dict[str, Any]:
-    """The run's NetworkPolicy; the same for every attempt (it lists every attempt's submitter)."""
+    """The run's NetworkPolicy; the same for every attempt (pods are selected by the run's label)."""
     own = {"podSelector": {"matchLabels": {LABEL_RUN: run.name}}}
-    submitters = [rayjob_name(run.name, run_uid(run), attempt) for attempt in range(run.spec.max_restarts + 1)]
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",
@@ -44,9 +41,6 @@ def build_network_policy(run: EmpoRun) -> dict[str, Any]:
             "policyTypes": ["Ingress"],
             "ingress": [
                 {"from": [own]},
-                {"from": [{"podSelector": {"matchExpressions": [
-                    {"key": JOB_NAME_LABEL, "operator": "In", "values": submitters}]}}],
-                 "ports": [{"protocol": "TCP", "port": DASHBOARD_PORT}]},
                 {"from": [{"namespaceSelector": {}, "podSelector": {"matchLabels": dict(KUBERAY_OPERATOR_LABELS)}}],
                  "ports": [{"protocol": "TCP", "port": DASHBOARD_PORT}]},
                 {"ports": [{"protocol": "TCP", "port": TRAINING_METRICS_PORT}]},

@@ -80,6 +80,12 @@ def test_a_run_through_its_life_on_a_real_cluster(control_plane, cluster_namespa
     wait_for(lambda: status().get("phase") == "Initializing", timeout=60, what="phase Initializing")
     wait_for(lambda: cp.kubectl("get", "rayclusters", "-n", ns, "-o", "name").stdout.strip(), timeout=60,
              what="KubeRay's RayCluster")
+    # KubeRay builds the head Service from the head's declared ports: without the dashboard port it
+    # never creates the submitter and the run stays Initializing (found on a real node).
+    head_ports = wait_for(lambda: {p["name"]: p["port"] for svc in json.loads(cp.kubectl(
+        "get", "services", "-n", ns, "-l", "ray.io/node-type=head", "-o", "json").stdout)["items"]
+        for p in svc["spec"]["ports"]}, timeout=60, what="KubeRay's head Service")
+    assert head_ports["dashboard"] == 8265 and head_ports["gcs-server"] == 6379 and head_ports["client"] == 10001
 
     # Suspend and resume through KubeRay.
     cp.kubectl("patch", "emporun", "life", "-n", ns, "--type=merge", "-p", '{"spec":{"suspend":true}}')

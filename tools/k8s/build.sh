@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Builds the real control plane the cluster tests run (tests/plugins/control_plane.py) from pinned Go
+# Builds the real control plane and node the cluster tests run (tests/plugins/control_plane.py) from pinned Go
 # modules, once per version, into a cache outside the checkout so every clone on a machine shares it:
 #   ${EMPO_TOOLS_CACHE:-$HOME/.cache/empo-tools}/<component>-<version>/bin
 # Each component is a small wrapper module here (go.mod + go.sum pin every dependency). A component is
@@ -34,6 +34,16 @@ build() {
     echo "$name $out/bin"
     return
   fi
+  # One build per component at a time (a test session and `make` may both ask): the second waits
+  # for the first and then finds its result.
+  mkdir -p "$cache"
+  exec {lock}>"$cache/$name.lock"
+  flock "$lock"
+  if [[ -f $out/stamp && $(cat "$out/stamp") == "$stamp" ]]; then
+    flock -u "$lock"
+    echo "$name $out/bin"
+    return
+  fi
   echo "build.sh: building $name $ver into $out (the first time takes minutes)" >&2
   local start=$SECONDS
   rm -rf "$out.tmp"
@@ -48,9 +58,9 @@ build() {
     chmod u+w "$out.tmp/crds"/*.yaml
   fi
   echo "$stamp" > "$out.tmp/stamp"
-  # Another build may have finished the same version meanwhile; either result is the same.
   rm -rf "$out"
   mv "$out.tmp" "$out"
+  flock -u "$lock"
   echo "build.sh: built $name $ver in $((SECONDS - start)) s" >&2
   echo "$name $out/bin"
 }
@@ -68,6 +78,11 @@ done
 build kubernetes k8s.io/kubernetes "$k8s_ldflags" \
   k8s.io/kubernetes/cmd/kube-apiserver \
   k8s.io/kubernetes/cmd/kube-controller-manager \
-  k8s.io/kubernetes/cmd/kubectl
+  k8s.io/kubernetes/cmd/kubectl \
+  k8s.io/kubernetes/cmd/kube-scheduler \
+  k8s.io/kubernetes/cmd/kubelet \
+  k8s.io/kubernetes/cmd/kube-proxy
 build kuberay github.com/ray-project/kuberay/ray-operator "" github.com/ray-project/kuberay/ray-operator
+# The node's cluster DNS (tests/plugins/node.py): CoreDNS with the kubernetes plugin only.
+build coredns github.com/coredns/coredns "" .
 build helm helm.sh/helm/v3 "-X helm.sh/helm/v3/internal/version.version={version}" helm.sh/helm/v3/cmd/helm
