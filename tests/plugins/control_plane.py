@@ -72,6 +72,16 @@ READY_TIMEOUT_S = 180.0
 STOP_TIMEOUT_S = 20.0
 ADMIN_TOKEN = "empo-test-admin-token-7c1d"  # fake; tests can grep for it to prove it never leaks
 SERVICE_CIDR = "10.96.0.0/24"  # config only; no traffic goes there
+# Without a node: what the API objects of the tests need (no Jobs, ReplicaSets or node lifecycle, so
+# no pod is ever created for KubeRay's or the chart's workloads).
+NODELESS_CONTROLLERS = "garbagecollector,namespace,serviceaccount,serviceaccount-token"
+
+
+def _first_host(cidr: str) -> str:
+    """The first address of a range: the API server gives it to the "kubernetes" Service."""
+    import ipaddress
+
+    return str(next(ipaddress.ip_network(cidr).hosts()))
 
 
 def build_tools() -> dict[str, Path]:
@@ -85,6 +95,10 @@ def build_tools() -> dict[str, Path]:
         "kube-apiserver": Path(dirs["kubernetes"]) / "kube-apiserver",
         "kube-controller-manager": Path(dirs["kubernetes"]) / "kube-controller-manager",
         "kubectl": Path(dirs["kubernetes"]) / "kubectl",
+        "kube-scheduler": Path(dirs["kubernetes"]) / "kube-scheduler",
+        "kubelet": Path(dirs["kubernetes"]) / "kubelet",
+        "kube-proxy": Path(dirs["kubernetes"]) / "kube-proxy",
+        "coredns": Path(dirs["coredns"]) / "coredns",
         "kuberay-operator": Path(dirs["kuberay"]) / "ray-operator",
         "helm": Path(dirs["helm"]) / "helm",
         "kuberay-crds": Path(dirs["kuberay"]).parent / "crds",
@@ -99,7 +113,9 @@ def build_tools() -> dict[str, Path]:
 # certificates: a CA, the API server's serving certificate, the ServiceAccount signing key
 # ---------------------------------------------------------------------------------------------
 
-def _write_pki(d: Path) -> None:
+def _write_pki(d: Path, addresses: tuple[str, ...] = ("127.0.0.1",)) -> None:
+    """CA, API server serving certificate (valid for `addresses` and the in-cluster names), the
+    API server's client certificate for kubelets, and the ServiceAccount signing key."""
     from cryptography import x509
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
@@ -130,18 +146,31 @@ def _write_pki(d: Path) -> None:
                .issuer_name(ca_name).public_key(serving_key.public_key()).serial_number(x509.random_serial_number())
                .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=2))
                .add_extension(x509.SubjectAlternativeName([
-                   x509.IPAddress(ipaddress.ip_address("127.0.0.1")), x509.DNSName("localhost"),
-                   x509.DNSName("kubernetes.default.svc")]), critical=False)
+                   *(x509.IPAddress(ipaddress.ip_address(a)) for a in addresses), x509.DNSName("localhost"),
+                   x509.DNSName("kubernetes"), x509.DNSName("kubernetes.default"),
+                   x509.DNSName("kubernetes.default.svc"), x509.DNSName("kubernetes.default.svc.cluster.local")]),
+                   critical=False)
                .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
                .sign(ca_key, hashes.SHA256()))
+    # How the API server proves itself to kubelets (logs, exec): the node trusts this CA.
+    client_key = key()
+    client = (x509.CertificateBuilder()
+              .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver-kubelet-client"),
+                                       x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:masters")]))
+              .issuer_name(ca_name).public_key(client_key.public_key()).serial_number(x509.random_serial_number())
+              .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=2))
+              .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
+              .sign(ca_key, hashes.SHA256()))
     sa_key = key()
     (d / "ca.crt").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
     (d / "apiserver.crt").write_bytes(serving.public_bytes(serialization.Encoding.PEM))
     (d / "apiserver.key").write_bytes(pem_key(serving_key))
     (d / "sa.key").write_bytes(pem_key(sa_key))
+    (d / "kubelet-client.crt").write_bytes(client.public_bytes(serialization.Encoding.PEM))
+    (d / "kubelet-client.key").write_bytes(pem_key(client_key))
     (d / "sa.pub").write_bytes(sa_key.public_key().public_bytes(
         serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
-    for private in ("apiserver.key", "sa.key"):
+    for private in ("apiserver.key", "sa.key", "kubelet-client.key"):
         (d / private).chmod(0o600)
 
 
@@ -282,18 +311,23 @@ class ControlPlane:
 
 @contextlib.contextmanager
 def start_control_plane(workdir: Path, tools: dict[str, Path] | None = None, apiserver_args: tuple[str, ...] = (),
-                        kuberay: bool = True) -> Iterator[ControlPlane]:
+                        kuberay: bool = True, address: str = "127.0.0.1", service_cidr: str = SERVICE_CIDR,
+                        controllers: str = NODELESS_CONTROLLERS, kuberay_args: tuple[str, ...] = ()
+                        ) -> Iterator[ControlPlane]:
     """Start etcd, kube-apiserver, kube-controller-manager and KubeRay in `workdir`; stop all on exit.
 
     ``apiserver_args`` are appended to kube-apiserver's flags (the operator benchmark adds an audit
-    log); ``kuberay=False`` installs KubeRay's CRDs without running its operator."""
+    log); ``kuberay=False`` installs KubeRay's CRDs without running its operator. A cluster with a
+    node (tests/plugins/node.py) serves the API on the node's bridge ``address``, so pods reach it
+    through the ``kubernetes`` Service, runs every default controller and passes ``kuberay_args``."""
     tools = tools or build_tools()
     workdir = Path(workdir)
     pki = workdir / "pki"
     pki.mkdir(parents=True)
-    _write_pki(pki)
+    loopback = address == "127.0.0.1"
+    _write_pki(pki, ("127.0.0.1",) if loopback else ("127.0.0.1", address, _first_host(service_cidr)))
     (etcd_client, etcd_peer, apiserver, kcm, kuberay_metrics, kuberay_probe) = _free_ports(6)
-    server = f"https://127.0.0.1:{apiserver}"
+    server = f"https://{address}:{apiserver}"
     (workdir / "tokens.csv").write_text(f'{ADMIN_TOKEN},admin,admin-uid,"system:masters"\n')
     kubeconfig = write_kubeconfig(workdir / "admin.kubeconfig", server, pki / "ca.crt", ADMIN_TOKEN, "admin")
     cp = ControlPlane(server=server, kubeconfig=kubeconfig, ca_file=pki / "ca.crt",
@@ -316,22 +350,27 @@ def start_control_plane(workdir: Path, tools: dict[str, Path] | None = None, api
 
         kas = _start("kube-apiserver", [
             str(tools["kube-apiserver"]), f"--etcd-servers={etcd_url}",
-            "--bind-address=127.0.0.1", f"--secure-port={apiserver}", "--advertise-address=127.0.0.1",
+            f"--bind-address={address}", f"--secure-port={apiserver}", f"--advertise-address={address}",
             f"--cert-dir={workdir / 'certs'}",
             f"--tls-cert-file={pki / 'apiserver.crt'}", f"--tls-private-key-file={pki / 'apiserver.key'}",
             f"--token-auth-file={workdir / 'tokens.csv'}", "--authorization-mode=RBAC",
             "--service-account-issuer=https://kubernetes.default.svc.cluster.local",
             f"--service-account-key-file={pki / 'sa.pub'}", f"--service-account-signing-key-file={pki / 'sa.key'}",
-            f"--service-cluster-ip-range={SERVICE_CIDR}", "--allow-privileged=false", "--profiling=false",
-            # The "kubernetes" Service's endpoints would be 127.0.0.1, which the reconciler refuses (as envtest).
-            "--endpoint-reconciler-type=none", *apiserver_args,
+            f"--service-cluster-ip-range={service_cidr}", "--allow-privileged=false", "--profiling=false",
+            # The "kubernetes" Service's endpoints would be 127.0.0.1, which the reconciler refuses (as envtest);
+            # on the node's bridge address pods reach the API server through that Service.
+            *(("--endpoint-reconciler-type=none",) if loopback else (
+                f"--kubelet-client-certificate={pki / 'kubelet-client.crt'}",
+                f"--kubelet-client-key={pki / 'kubelet-client.key'}",
+                "--kubelet-preferred-address-types=InternalIP")),
+            *apiserver_args,
         ], workdir)
         cp.components.append(kas)
         _await(kas, lambda: _http_ok(f"{server}/readyz", tls, ADMIN_TOKEN), "/readyz")
 
         kcm_proc = _start("kube-controller-manager", [
             str(tools["kube-controller-manager"]), f"--kubeconfig={kubeconfig}",
-            "--controllers=garbagecollector,namespace,serviceaccount,serviceaccount-token",
+            f"--controllers={controllers}",
             f"--service-account-private-key-file={pki / 'sa.key'}", f"--root-ca-file={pki / 'ca.crt'}",
             "--leader-elect=false", "--bind-address=127.0.0.1", f"--secure-port={kcm}",
             f"--authentication-kubeconfig={kubeconfig}", f"--authorization-kubeconfig={kubeconfig}",
@@ -350,7 +389,7 @@ def start_control_plane(workdir: Path, tools: dict[str, Path] | None = None, api
         kuberay = _start("kuberay-operator", [
             str(tools["kuberay-operator"]), f"--metrics-addr=127.0.0.1:{kuberay_metrics}",
             f"--health-probe-bind-address=127.0.0.1:{kuberay_probe}", "--enable-leader-election=false",
-            "--log-stdout-encoder=console",
+            "--log-stdout-encoder=console", *kuberay_args,
         ], workdir, env={**os.environ, "KUBECONFIG": str(kubeconfig)})
         cp.components.append(kuberay)
         _await(kuberay, lambda: _http_ok(f"http://127.0.0.1:{kuberay_probe}/readyz"), "/readyz")

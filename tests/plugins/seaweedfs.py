@@ -174,8 +174,9 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 @contextlib.contextmanager
-def start_seaweedfs(workdir: Path) -> Iterator[S3Server]:
-    """Run `weed mini` on 127.0.0.1 with SigV4 identities; stop it by PID on exit."""
+def start_seaweedfs(workdir: Path, ip: str = "127.0.0.1") -> Iterator[S3Server]:
+    """Run `weed mini` on `ip` (loopback, or the test node's bridge so pods reach it) with SigV4
+    identities; stop it by PID on exit."""
     workdir = Path(workdir)
     data_dir = workdir / "data"
     data_dir.mkdir(parents=True, exist_ok=True)
@@ -185,7 +186,7 @@ def start_seaweedfs(workdir: Path) -> Iterator[S3Server]:
     (master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3, s3_grpc, admin, admin_grpc) = _free_ports(10)
     args = [
         weed_binary(), "mini",
-        f"-dir={data_dir}", "-ip=127.0.0.1", "-ip.bind=127.0.0.1",
+        f"-dir={data_dir}", f"-ip={ip}", f"-ip.bind={ip}",
         f"-master.port={master}", f"-master.port.grpc={master_grpc}",
         f"-volume.port={volume}", f"-volume.port.grpc={volume_grpc}",
         f"-filer.port={filer}", f"-filer.port.grpc={filer_grpc}",
@@ -201,7 +202,7 @@ def start_seaweedfs(workdir: Path) -> Iterator[S3Server]:
         f"-filer.localSocket={workdir}/filer.sock", f"-s3.localSocket={workdir}/s3.sock",
     ]
     log_path = workdir / "weed.log"
-    endpoint = f"http://127.0.0.1:{s3}"
+    endpoint = f"http://{ip}:{s3}"
     # Keep any AWS_* of the caller away from the server; it reads its identities from the config file.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "S3_"))}
     with open(log_path, "wb") as log:
