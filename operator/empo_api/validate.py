@@ -2,6 +2,9 @@
 
 The CRD schema catches what the API server would refuse (types, enums, bounds, unknown fields);
 the models add what a schema cannot say. Every error names its file, document and field path.
+Each file is judged on its own: one that cannot be read, or that trips a bug here, is reported
+and the next file is still checked. No line repeats a secret: URL credentials are masked and the
+literal values of secret-named env entries are scrubbed from every line printed (redaction.py).
 """
 
 from __future__ import annotations
@@ -16,7 +19,9 @@ from pydantic import ValidationError
 
 from . import schema_check
 from .crd import openapi_schema
-from .manifest_yaml import KubeYamlLoader, ManifestYamlError, load_yaml_documents, shorten  # noqa: F401 (re-exported)
+from . import redaction
+from .manifest_yaml import (  # noqa: F401 (KubeYamlLoader, load_yaml_documents and shorten are re-exported)
+    KubeYamlLoader, ManifestYamlError, load_yaml_documents, printable, read_limited, shorten)
 from .models import API_VERSION, KIND, EmpoRun
 
 
@@ -28,16 +33,24 @@ def model_errors(exc: ValidationError) -> list[FieldError]:
     errors = []
     for err in exc.errors(include_url=False):
         loc = [p for p in err["loc"] if not (isinstance(p, str) and p.startswith("function-"))]
-        msg = err["msg"].removeprefix("Value error, ")
+        # Only the message and a masked, shortened input: str(ValidationError) would add input_value=
+        # with the whole value, credentials included.
+        msg = redaction.mask_credentials(err["msg"].removeprefix("Value error, "))
         if err["type"] == "extra_forbidden":
             msg = "unknown field"
         elif err["type"] == "missing":
             msg = "required field is missing"
         elif "input" in err and err["type"] not in ("model_type",) and not isinstance(err["input"], (dict, list)) \
-                and repr(err["input"]) not in msg:
-            msg = f"{msg} (got {shorten(repr(err['input']))})"
+                and _may_quote(loc) and redaction.quote(err["input"]) not in msg:
+            msg = f"{msg} (got {redaction.quote(err['input'])})"
         errors.append(FieldError(schema_check.field_path(loc), msg))
     return errors
+
+
+def _may_quote(loc: list[Any]) -> bool:
+    """Whether an error at `loc` may quote its input: not inside spec.ray.env, whose values are
+    credentials as often as not (a secret-named entry's value is refused, never quoted)."""
+    return [str(p) for p in loc[:3]] != ["spec", "ray", "env"]
 
 
 @functools.lru_cache(maxsize=1)
@@ -69,8 +82,12 @@ def validate_manifest(doc: Any) -> list[FieldError]:
 
 
 def load_documents(path: Path) -> list[Any]:
-    """The documents of a manifest file (- for stdin); OSError or ManifestYamlError otherwise."""
-    return load_yaml_documents(sys.stdin.buffer.read() if str(path) == "-" else path.read_bytes())
+    """The documents of a manifest file (- for stdin); OSError or ManifestYamlError otherwise. At most
+    MAX_FILE_BYTES are read: a bigger file is refused without reading the rest."""
+    if str(path) == "-":
+        return load_yaml_documents(read_limited(sys.stdin.buffer))
+    with open(path, "rb") as f:
+        return load_yaml_documents(read_limited(f))
 
 
 def _name(doc: Any) -> str | None:
@@ -79,28 +96,56 @@ def _name(doc: Any) -> str | None:
     return shorten(name, 63) if isinstance(name, str) else None
 
 
-def validate_files(paths: list[Path], out=sys.stdout) -> int:
-    """Print every error as FILE[#doc] path: message; return the number of errors."""
+def _emit(out, line: str, secrets: set[str]) -> None:
+    """The one way a line reaches the user: secrets scrubbed, printable whatever the terminal."""
+    line = printable(redaction.scrub(line, secrets))
+    encoding = getattr(out, "encoding", None)
+    if encoding:  # e.g. an ASCII-only stdout: escape rather than fail
+        line = line.encode(encoding, "backslashreplace").decode(encoding)
+    print(line, file=out)
+
+
+def _check_file(path: Path, out) -> int:
+    """Print the errors of one file; the number of errors."""
+    try:
+        docs = load_documents(path)
+    except (OSError, ManifestYamlError) as exc:
+        _emit(out, f"{path}: cannot read: {exc.strerror if isinstance(exc, OSError) and exc.strerror else exc}", set())
+        return 1
+    if not docs:
+        _emit(out, f"{path}: no manifest in the file (it is empty or holds only null documents)", set())
+        return 1
+    count = 0
+    for i, doc in enumerate(docs):
+        where = f"{path}" + (f"#{i}" if len(docs) > 1 else "")
+        secrets = redaction.secrets_in(doc)
+        name = _name(doc)
+        try:
+            errors = validate_manifest(doc)
+        except Exception as exc:  # a bug here: this document is reported, the others still checked
+            errors = [FieldError("", f"cannot check this document (internal error {type(exc).__name__}); "
+                                     "please report it with the manifest")]
+        for e in errors:
+            _emit(out, f"{where} ({name}): {e}" if name else f"{where}: {e}", secrets)
+        if not errors:
+            _emit(out, f"{where}: ok ({name})", secrets)
+        count += len(errors)
+    return count
+
+
+def validate_files(paths: list[Path], out=None) -> int:
+    """Print every error as FILE[#doc] path: message (to `out`, default sys.stdout as it is at the
+    call); return the number of errors. Each file is judged on its own: nothing one file holds stops
+    the files after it from being checked."""
+    out = sys.stdout if out is None else out
     count = 0
     for path in paths:
         try:
-            docs = load_documents(path)
-        except (OSError, ManifestYamlError) as exc:
-            print(f"{path}: cannot read: {exc.strerror if isinstance(exc, OSError) and exc.strerror else exc}", file=out)
+            count += _check_file(path, out)
+        except Exception as exc:  # never a traceback, never the end of the run
+            _emit(out, f"{printable(str(path))}: cannot check: internal error {type(exc).__name__}; "
+                       "please report it with the file", set())
             count += 1
-            continue
-        if not docs:
-            print(f"{path}: no manifest in the file (it is empty or holds only null documents)", file=out)
-            count += 1
-        for i, doc in enumerate(docs):
-            where = f"{path}" + (f"#{i}" if len(docs) > 1 else "")
-            name = _name(doc)
-            errors = validate_manifest(doc)
-            for e in errors:
-                print(f"{where} ({name}): {e}" if name else f"{where}: {e}", file=out)
-            if not errors:
-                print(f"{where}: ok ({name})", file=out)
-            count += len(errors)
     return count
 
 

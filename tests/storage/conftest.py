@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -64,6 +65,59 @@ SMALL_CHECKPOINT = {"model.safetensors": 300_000, "optimizer.pt": 120_000, "trai
 
 def tree(folder: Path) -> dict[str, bytes]:
     return {p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+class MotoS3:
+    """moto's S3 server in this process: a second S3 implementation (no SigV4 checks), for what must
+    hold on every store (the conditional PUT of the attempt claim)."""
+
+    region = "us-east-1"
+
+    def __init__(self, endpoint: str):
+        self.endpoint = endpoint
+
+    def __repr__(self) -> str:
+        return f"MotoS3({self.endpoint!r})"
+
+    def client(self):
+        import boto3
+        from botocore.config import Config
+
+        return boto3.client("s3", endpoint_url=self.endpoint, region_name=self.region, aws_access_key_id="testing",
+                            aws_secret_access_key="testing", config=Config(s3={"addressing_style": "path"}))
+
+    def new_bucket(self, prefix: str = "test") -> str:
+        import uuid
+
+        name = f"{prefix}-{uuid.uuid4().hex[:12]}"
+        self.client().create_bucket(Bucket=name)
+        return name
+
+
+@pytest.fixture(scope="session")
+def moto_server():
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    try:
+        yield MotoS3(f"http://{host}:{port}")
+    finally:
+        server.stop()
+
+
+@pytest.fixture
+def moto_env(moto_server, monkeypatch) -> MotoS3:
+    """moto's credentials in the standard AWS environment variables, for one test."""
+    for key in ("AWS_PROFILE", "AWS_SESSION_TOKEN", "AWS_SECURITY_TOKEN", "AWS_ENDPOINT_URL", "AWS_ENDPOINT_URL_S3"):
+        monkeypatch.delenv(key, raising=False)
+    for key, value in {"AWS_ACCESS_KEY_ID": "testing", "AWS_SECRET_ACCESS_KEY": "testing",
+                       "AWS_REGION": moto_server.region, "AWS_DEFAULT_REGION": moto_server.region}.items():
+        monkeypatch.setenv(key, value)
+    monkeypatch.setenv("AWS_CONFIG_FILE", os.devnull)
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", os.devnull)
+    return moto_server
 
 
 @pytest.fixture(autouse=True)

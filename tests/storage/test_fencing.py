@@ -45,6 +45,34 @@ def test_an_older_attempt_cannot_commit_or_log_after_a_newer_one_claims(open_run
     assert json.loads(new.read_bytes("checkpoints/LATEST"))["attempt"] == 2
 
 
+WRITES = {  # every way a run writes into its storage, each as the code that does it calls it
+    "evaluation": lambda run, tmp: run.write_json("eval/step-000002.json", {"step": 2}),
+    "report": lambda run, tmp: run.write_report("<html></html>"),
+    "report plot / tracking file": lambda run, tmp: run.write_bytes("plots/reward.png", b"png"),
+    "uploaded file": lambda run, tmp: run.upload_file("tensorboard/events", write_checkpoint(tmp, 1, {"e": 10}) / "e"),
+    "staged model": lambda run, tmp: run.upload_files([("model/config.json", write_checkpoint(tmp, 1, {"c": 10}) / "c")]),
+    "delete": lambda run, tmp: run.delete("eval/step-000001.json"),
+    "metrics trim": lambda run, tmp: run.trim_metrics(0),
+    "metrics line": lambda run, tmp: run.append_metrics({"step": 2}),
+    "checkpoint": lambda run, tmp: run.checkpoints.commit(2, write_checkpoint(tmp, 2, {"w.bin": 100})),
+}
+
+
+@pytest.mark.parametrize("write", WRITES, ids=list(WRITES))
+def test_every_write_of_a_superseded_attempt_is_refused(open_run, tmp_path, write):
+    old, new = open_run(), open_run()
+    assert old.claim_attempt() == 1
+    old.append_metrics({"step": 1})
+    old.write_json("eval/step-000001.json", {"step": 1})
+    before = {k: old.read_bytes(k) for k in old.list()}
+    assert new.claim_attempt() == 2
+    with pytest.raises(SupersededError, match="attempt 1 .* superseded by attempt 2"):
+        WRITES[write](old, tmp_path / "files")
+    after = {k: new.read_bytes(k) for k in new.list() if not k.startswith("attempts/")}
+    assert after == {k: v for k, v in before.items() if not k.startswith("attempts/")}  # nothing changed
+    WRITES[write](new, tmp_path / "files2")  # the newest attempt writes as before
+
+
 def test_a_torn_last_metrics_line_is_dropped_not_fatal(run):
     run.append_metrics({"step": 1, "reward": 0.5})
     run.append_metrics({"step": 2, "reward": 0.6})

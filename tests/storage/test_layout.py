@@ -42,6 +42,9 @@ def test_local_run_root_is_absolute(tmp_path):
         ("s3://bucket/x", "a/b", "run", "namespace 'a/b'"),
         ("s3://bucket/x", "ns", "..", "name '..'"),
         ("s3://bucket/x", "ns", "", "name ''"),
+        ("s3://bucket/../../x", "ns", "run", "'..' segment"),
+        ("s3://bucket//x", "ns", "run", "starts with '/'"),
+        ("runs/../../x", "ns", "run", "'..' segment"),
     ],
 )
 def test_bad_locations_say_what_is_allowed(uri, ns, name, message):
@@ -51,10 +54,20 @@ def test_bad_locations_say_what_is_allowed(uri, ns, name, message):
 
 @pytest.mark.parametrize(
     "key, expected",
-    [("a/b.json", "a/b.json"), ("a//b", "a/b"), ("checkpoints/", "checkpoints/"), ("eval/x.json", "eval/x.json")],
+    [("a/b.json", "a/b.json"), ("checkpoints/", "checkpoints/"), ("eval/x.json", "eval/x.json")],
 )
 def test_clean_key(key, expected):
     assert clean_key(key) == expected
+
+
+@pytest.mark.parametrize("key, words", [
+    ("", "is empty"), ("/etc/passwd", "starts with '/'"), ("a/../../b", "'..' segment"), ("..", "'..' segment"),
+    ("a/./b", "'.' segment"), ("a//b", "empty segment"), ("a\\..\\b", "backslash"), ("a/\x00b", "control character"),
+])
+def test_clean_key_refuses_keys_that_could_leave_the_run_folder(key, words):
+    # refused, not normalised: S3 keeps '..' and '//' in keys literally, a local path would not
+    with pytest.raises(InvalidStorageURIError, match=words):
+        clean_key(key)
 
 
 @pytest.mark.parametrize("step, name", [(0, "step-000000"), (120, "step-000120"), (1234567, "step-1234567")])

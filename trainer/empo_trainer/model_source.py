@@ -15,7 +15,9 @@ import importlib.util
 import os
 import shutil
 import tempfile
-from pathlib import Path, PurePosixPath
+from pathlib import Path
+
+from empo_api.paths import UnsafePathError, join_inside, key_problem, source_problem
 
 BUNDLED_SMOLLM2 = "bundled:smollm2-135m-instruct"
 BUNDLED_TINY = "bundled:tiny-random"
@@ -126,16 +128,41 @@ def resolve(source: str, revision: str | None = None) -> str:
     return source  # a Hugging Face id; from_pretrained reads the local cache when offline
 
 
+def _manifest_files(manifest_path: Path, source: str) -> dict[str, dict]:
+    """The `files` of a staged model's manifest, each path a plain relative key; ModelSourceError
+    otherwise. The manifest comes from the bucket: a path like '../../etc/hostname' must not lead
+    us to read (and report on) a file outside the model folder."""
+    import json
+
+    fix = f"delete {MANIFEST_NAME} there and the next attempt stages the model again"
+    try:
+        files = json.loads(manifest_path.read_bytes())["files"]
+    except (ValueError, KeyError, TypeError):
+        raise ModelSourceError(f"model {source!r}: {MANIFEST_NAME} is not a staged-model manifest; {fix}") from None
+    if not isinstance(files, dict):
+        raise ModelSourceError(f"model {source!r}: {MANIFEST_NAME} lists no files; {fix}")
+    for rel, want in files.items():
+        problem = key_problem(rel)
+        if problem:
+            raise ModelSourceError(f"model {source!r}: {MANIFEST_NAME} names the file {rel[:200]!r}, which {problem}; "
+                                   f"refusing the model (files stay inside the model folder); {fix}")
+        if not (isinstance(want, dict) and isinstance(want.get("size"), int) and isinstance(want.get("sha256"), str)):
+            raise ModelSourceError(f"model {source!r}: {MANIFEST_NAME} has no size and sha256 for {rel[:200]!r}; {fix}")
+    return files
+
+
 def verify_manifest(folder: Path, source: str) -> None:
     """A staged model is used only if every file has the size and sha256 its manifest lists."""
     manifest_path = folder / MANIFEST_NAME
     if not manifest_path.exists():
         return
     import hashlib
-    import json
 
-    for rel, want in json.loads(manifest_path.read_text())["files"].items():
-        path = folder / rel
+    for rel, want in _manifest_files(manifest_path, source).items():
+        try:
+            path = join_inside(folder, rel, "file")
+        except UnsafePathError as exc:  # through a symlink in the folder
+            raise ModelSourceError(f"model {source!r}: {exc}; refusing the model") from None
         if not path.is_file():
             raise ModelSourceError(f"model {source!r}: {rel} is missing from the staged copy (its manifest lists it)")
         digest = hashlib.sha256()
@@ -144,8 +171,8 @@ def verify_manifest(folder: Path, source: str) -> None:
                 digest.update(chunk)
         if path.stat().st_size != want["size"] or digest.hexdigest() != want["sha256"]:
             raise ModelSourceError(
-                f"model {source!r}: {rel} does not match its manifest (sha256 {digest.hexdigest()[:16]}..., "
-                f"expected {want['sha256'][:16]}...); the staged copy is corrupt: delete {MANIFEST_NAME} "
+                f"model {source!r}: {rel} does not match its manifest (size or sha256, expected sha256 "
+                f"{want['sha256'][:16]}...); the staged copy is corrupt: delete {MANIFEST_NAME} "
                 "there and the next attempt stages the model again")
 
 
@@ -155,23 +182,29 @@ def model_file(folder: Path, rel: str, uri: str) -> Path | None:
     climbs out ('../', a leading '/', which Path would honour) is refused, as checkpoint manifests are."""
     if not rel or rel.endswith("/"):
         return None
-    parts = PurePosixPath(rel).parts
-    if rel.startswith("/") or "\\" in rel or any(p in ("..", ".") for p in parts):
+    problem = key_problem(rel)
+    if problem:
         raise ModelSourceError(f"spec.model.source {uri!r}: object key {rel[:200]!r} would be written outside the "
-                               "model folder; refusing the model (keys must be relative paths without '.' or '..')")
-    out = folder.joinpath(*parts)
-    if not out.resolve().is_relative_to(folder.resolve()):  # a symlink already in the folder
-        raise ModelSourceError(f"spec.model.source {uri!r}: object key {rel[:200]!r} leaves the model folder")
-    return out
+                               f"model folder: it {problem}; refusing the model")
+    try:
+        return join_inside(folder, rel, "object key")
+    except UnsafePathError:  # a symlink already in the folder
+        raise ModelSourceError(f"spec.model.source {uri!r}: object key {rel[:200]!r} leaves the model folder") from None
 
 
 def _download_s3_folder(uri: str) -> Path:
     import boto3
 
+    problem = source_problem(uri)
+    if problem:  # the models refuse it; this holds for a URI that never went through them
+        raise ModelSourceError(f"spec.model.source {uri!r}: {problem}")
     bucket, _, prefix = uri[len("s3://"):].partition("/")
     prefix = prefix.rstrip("/") + "/" if prefix else ""
     client = boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)
-    dest = cache_dir() / "models" / "s3" / bucket / prefix.strip("/")
+    try:  # the download folder is named by the URI: it must stay inside the cache
+        dest = join_inside(cache_dir() / "models" / "s3", f"{bucket}/{prefix}", "spec.model.source")
+    except UnsafePathError as exc:
+        raise ModelSourceError(str(exc)) from None
     try:  # a staged model: cached by its manifest, so a different model staged under the same run name is fetched anew
         import hashlib
 

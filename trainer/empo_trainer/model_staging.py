@@ -87,8 +87,9 @@ def stage(spec: EmpoRunSpec, storage) -> tuple[EmpoRunSpec, bool]:
             raise ModelSourceError(f"spec.model.source {source!r}: no config.json (not a saved model)")
         stale = [k for k in storage.list(f"{STAGED_KEY}/") if k[len(STAGED_KEY) + 1:] not in manifest["files"]]
         if stale:  # the pods download the whole folder
-            storage.backend.delete(stale)
-        storage.backend.upload_files([(f"{STAGED_KEY}/{rel}", folder / rel) for rel in manifest["files"]])
+            storage.delete_keys(stale)
+        # through RunStorage: fenced like every write of the run (a superseded driver stops here)
+        storage.upload_files([(f"{STAGED_KEY}/{rel}", folder / rel) for rel in manifest["files"]])
         storage.write_json(manifest_key, manifest)  # last: a manifest means a complete copy
         copied = True
     model = spec.model.model_copy(update={"source": storage.uri_of(STAGED_KEY), "revision": None})

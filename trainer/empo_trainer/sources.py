@@ -58,6 +58,12 @@ def read_bytes(uri: str, local_path: Path | None = None) -> bytes:
     if uri.startswith("s3://"):
         import boto3
 
+        from empo_api.paths import source_problem
+
+        problem = source_problem(uri)  # the models refuse it; this holds for URIs that never went through them
+        if problem:
+            raise SourceError(problem)
+
         bucket, _, key = uri[len("s3://"):].partition("/")
         client = boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)
         try:

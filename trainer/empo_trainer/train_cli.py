@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
@@ -34,6 +35,8 @@ def load_run(path: Path, output: str | None = None) -> EmpoRun:
         raise SystemExit(f"{path}: expected exactly one EmpoRun document, found {len(runs)}")
     doc = runs[0]
     if output:
+        if "://" not in output:  # a folder given on this machine's command line: '../runs' is fine here
+            output = os.path.abspath(os.path.expanduser(output))
         doc.setdefault("spec", {}).setdefault("storage", {})["uri"] = output
     try:
         return EmpoRun.model_validate(doc)

@@ -3,10 +3,17 @@
 Keys are relative to the run root ('checkpoints/step-000120/model.safetensors'). Every write is
 atomic for readers: the local backend writes a temporary file and os.replace()s it; an S3 PUT (or
 a completed multipart upload) becomes visible whole or not at all.
+
+`create_bytes` is the one exclusive write (the attempt claim): it creates a key only if no object
+has that name, atomically against any number of concurrent writers, with os.link() (which fails if
+the name exists) locally and a conditional PUT (If-None-Match: *, answered 412 when the key
+exists) on S3. SeaweedFS, moto and AWS S3 honour it (tests/storage/test_claim_race.py); a store
+that ignores the header is detected at the first claim and warned about.
 """
 
 from __future__ import annotations
 
+import errno
 import logging
 import os
 import shutil
@@ -46,6 +53,7 @@ class Backend(Protocol):
     def uri_of(self, key: str) -> str: ...
     def check(self) -> None: ...
     def put_bytes(self, key: str, data: bytes) -> None: ...
+    def create_bytes(self, key: str, data: bytes) -> bool: ...
     def get_bytes(self, key: str) -> bytes: ...
     def append_bytes(self, key: str, data: bytes) -> None: ...
     def exists(self, key: str) -> bool: ...
@@ -66,6 +74,14 @@ def redact_url(url: str | None) -> str | None:
             host = f"{host}:{parts.port}"
         return parts._replace(netloc=f"***@{host}").geturl()
     return url
+
+
+def _condition_failed(exc: BaseException) -> bool:
+    """A conditional write refused: 412 PreconditionFailed, or 409 ConditionalRequestConflict."""
+    response = getattr(exc, "response", None) or {}
+    code = str((response.get("Error") or {}).get("Code", ""))
+    status = int((response.get("ResponseMetadata") or {}).get("HTTPStatusCode") or 0)
+    return code in ("PreconditionFailed", "ConditionalRequestConflict") or status == 412
 
 
 # --------------------------------------------------------------------------------------------
@@ -114,6 +130,43 @@ class LocalBackend:
 
     def put_bytes(self, key: str, data: bytes) -> None:
         self._atomic_write(self._path(key), lambda f: f.write(data))
+
+    def create_bytes(self, key: str, data: bytes) -> bool:
+        """Write `key` only if it does not exist: True if this call created it, False if it existed.
+        The data is written and synced under a temporary name first, then hard-linked to `key`:
+        link() fails when the name exists, so of any number of concurrent callers exactly one wins,
+        and readers never see the file half written."""
+        dest = self._path(key)
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(prefix=_TMP_PREFIX, dir=dest.parent)
+        try:
+            with os.fdopen(fd, "wb") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+            try:
+                os.link(tmp, dest)
+                return True
+            except FileExistsError:
+                return False
+            except OSError as exc:
+                if exc.errno not in (errno.EPERM, errno.ENOTSUP, errno.EOPNOTSUPP, errno.EXDEV, errno.EMLINK):
+                    raise
+        finally:
+            Path(tmp).unlink(missing_ok=True)
+        return self._create_exclusive(dest, data)  # a file system without hard links
+
+    @staticmethod
+    def _create_exclusive(dest: Path, data: bytes) -> bool:
+        try:
+            fd = os.open(dest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+        except FileExistsError:
+            return False
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        return True
 
     def get_bytes(self, key: str) -> bytes:
         try:
@@ -216,6 +269,7 @@ class S3Backend:
             use_threads=True,
         )
         self._appended: dict[str, bytes] = {}
+        self._conditional_checked = False
 
     def __repr__(self) -> str:
         return f"S3Backend({self.root_uri!r}, endpoint={redact_url(self.endpoint)!r}, region={self.region!r})"
@@ -243,6 +297,36 @@ class S3Backend:
             raise self._fail(e, self.uri_of(key), "write") from None
         if key in self._appended:  # a rewrite (metrics trimmed on resume): appends continue from it
             self._appended[key] = data
+
+    def _put_if_absent(self, key: str, data: bytes) -> bool:
+        """One conditional PUT: True if it created `key`, False if the store refused it (412: the key
+        exists; 409: a concurrent conditional write to it won)."""
+        try:
+            self.client.put_object(Bucket=self.bucket, Key=self._key(key), Body=data, IfNoneMatch="*")
+            return True
+        except Exception as e:
+            if _condition_failed(e):
+                return False
+            raise self._fail(e, self.uri_of(key), "write") from None
+
+    def create_bytes(self, key: str, data: bytes) -> bool:
+        """Write `key` only if it does not exist (If-None-Match: *): True if this call created it,
+        False if it existed. Of any number of concurrent callers exactly one gets True."""
+        if not self._put_if_absent(key, data):
+            # A retried PUT whose first try landed (the answer was lost) is refused too: the object
+            # is ours if it holds our bytes (callers make them unique).
+            try:
+                return self.get_bytes(key) == data
+            except ObjectNotFoundError:
+                return False
+        if not self._conditional_checked:
+            self._conditional_checked = True
+            if self._put_if_absent(key, data):  # the same PUT again must be refused
+                log.warning(
+                    "the S3 store at %s ignores conditional writes (If-None-Match): two attempts of a run that "
+                    "start at the same instant could both claim attempt %s. Use a store that supports them "
+                    "(AWS S3, SeaweedFS, recent MinIO and Ceph)", redact_url(self.endpoint) or "AWS", key)
+        return True
 
     def get_bytes(self, key: str) -> bytes:
         try:

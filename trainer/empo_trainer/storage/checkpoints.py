@@ -27,6 +27,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Callable
 
+from empo_api.paths import UnsafePathError, join_inside
+
 from .backends import Backend
 from .errors import CheckpointVerificationError, ObjectNotFoundError
 from .layout import (
@@ -208,13 +210,17 @@ class CheckpointStore:
         dest.mkdir(parents=True, exist_ok=True)
         started = time.monotonic()
         entries = ref.manifest["files"]
-        missing = [e for e in entries if not _cached(dest / e["path"], e)]
+        try:  # manifest paths are plain relative keys (parse_manifest); this also refuses a symlink out
+            target = {e["path"]: join_inside(dest, e["path"], "manifest path") for e in entries}
+        except UnsafePathError as exc:
+            raise CheckpointVerificationError(f"checkpoint {ref.uri}: {exc}; refusing to download it", ref.uri) from None
+        missing = [e for e in entries if not _cached(target[e["path"]], e)]
         prefix = checkpoint_prefix(ref.step)
-        self.backend.download_files([(prefix + e["path"], dest / e["path"]) for e in missing])
-        bad = [e["path"] for e in missing if not _cached(dest / e["path"], e)]
+        self.backend.download_files([(prefix + e["path"], target[e["path"]]) for e in missing])
+        bad = [e["path"] for e in missing if not _cached(target[e["path"]], e)]
         if bad:
             for rel in bad:
-                (dest / rel).unlink(missing_ok=True)
+                target[rel].unlink(missing_ok=True)
             raise CheckpointVerificationError(
                 f"checkpoint {ref.uri}: {', '.join(bad[:5])} do not match the sha256 in the manifest "
                 f"(corrupted in storage); restore them or point LATEST at an older checkpoint",

@@ -15,8 +15,11 @@ import hashlib
 import json
 import re
 from dataclasses import dataclass
-from pathlib import Path, PurePosixPath
+from pathlib import Path
 from typing import Any, Iterable
+
+from empo_api.paths import key_problem, source_problem
+from empo_api.redaction import quote
 
 from .errors import InvalidStorageURIError
 
@@ -53,13 +56,12 @@ def manifest_key(step: int) -> str:
 
 
 def clean_key(key: str) -> str:
-    """A relative key inside the run folder; rejects absolute keys and '..' that would escape it."""
-    if not key or key.startswith("/") or "\\" in key:
-        raise InvalidStorageURIError(f"key '{key}' must be a non-empty relative path with '/' separators", key)
-    parts = PurePosixPath(key).parts
-    if any(p in ("..", ".") for p in parts):
-        raise InvalidStorageURIError(f"key '{key}' must stay inside the run folder (no '.' or '..')", key)
-    return "/".join(parts) + ("/" if key.endswith("/") else "")
+    """A relative key inside the run folder: refused when absolute, with a '..', '.' or empty segment,
+    a backslash or a control character (empo_api.paths, the one place these rules live)."""
+    problem = key_problem(key) if isinstance(key, str) else "is not a string"
+    if problem:
+        raise InvalidStorageURIError(f"key {quote(key, 200)} {problem}; keys stay inside the run folder", str(key))
+    return key
 
 
 @dataclass(frozen=True)
@@ -72,14 +74,18 @@ class StorageLocation:
 
     @classmethod
     def parse(cls, uri: str) -> "StorageLocation":
+        problem = source_problem(uri)
+        if problem:  # the models refuse it too; this holds for URIs that never went through them
+            raise InvalidStorageURIError(f"{quote(uri, 200)}: {problem}", uri)
         if uri.startswith("s3://"):
             rest = uri[len("s3://"):]
             bucket, _, prefix = rest.partition("/")
             if not re.fullmatch(r"[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]", bucket):
-                raise InvalidStorageURIError(f"'{uri}': '{bucket}' is not a valid bucket name; expected s3://bucket/prefix", uri)
+                raise InvalidStorageURIError(f"{quote(uri, 200)}: {quote(bucket, 70)} is not a valid bucket name; "
+                                             "expected s3://bucket/prefix", uri)
             return cls("s3", bucket, prefix.strip("/"))
         if "://" in uri:
-            raise InvalidStorageURIError(f"'{uri}': allowed are s3://bucket/prefix or a local path", uri)
+            raise InvalidStorageURIError(f"{quote(uri, 200)}: allowed are s3://bucket/prefix or a local path", uri)
         return cls("file", None, uri)
 
     def run_root(self, namespace: str, name: str) -> "StorageLocation":

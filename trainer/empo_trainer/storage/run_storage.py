@@ -6,6 +6,11 @@ readers, no per-step objects to merge). The cost per append grows with the file,
 one ~1 KB line per optimizer step (a 2,000-step run ends with 2 MB PUTs). One writer per run: the
 learner of rank 0, which appends each step's line before that step's checkpoint can commit, and
 only while its attempt is the newest (claim_attempt; a zombie of an older attempt is refused).
+
+Fencing covers every write of a run once `fence_to` (or `claim_attempt`) has set the attempt:
+checkpoints, metrics, evaluations, the report and its plots, the staged model, tracking files and
+deletes each first check that no newer attempt exists (one LIST of attempts/), and stop with
+SupersededError otherwise.
 """
 
 from __future__ import annotations
@@ -13,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import uuid
 from pathlib import Path
 from typing import Any
 
@@ -20,10 +26,11 @@ from empo_api.models import StorageSpec
 
 from .backends import Backend, LocalBackend, S3Backend, S3Options
 from .checkpoints import CheckpointStore
-from .errors import ObjectNotFoundError, SupersededError
+from .errors import ObjectNotFoundError, StorageError, SupersededError
 from .layout import ATTEMPTS, METRICS_KEY, REPORT_KEY, StorageLocation, attempt_key, clean_key, newest_attempt
 
 log = logging.getLogger("empo_trainer.storage")
+MAX_CLAIM_TRIES = 64  # numbers taken by concurrent claimers before this one gives up
 
 
 def _json_safe(value: Any) -> Any:
@@ -57,6 +64,7 @@ class RunStorage:
 
     def write_bytes(self, key: str, data: bytes) -> str:
         key = clean_key(key)
+        self.check_fence()
         self.backend.put_bytes(key, data)
         return self.backend.uri_of(key)
 
@@ -71,7 +79,13 @@ class RunStorage:
         return sorted(self.backend.list(clean_key(prefix) if prefix else ""))
 
     def delete(self, key: str) -> None:
-        self.backend.delete([clean_key(key)])
+        self.delete_keys([key])
+
+    def delete_keys(self, keys: list[str]) -> None:
+        keys = [clean_key(k) for k in keys]
+        if keys:
+            self.check_fence()
+            self.backend.delete(keys)
 
     def write_json(self, key: str, obj: Any) -> str:
         return self.write_bytes(key, (json.dumps(_json_safe(obj), indent=1, sort_keys=True) + "\n").encode())
@@ -81,8 +95,14 @@ class RunStorage:
 
     def upload_file(self, key: str, path: Path) -> str:
         key = clean_key(key)
-        self.backend.upload_files([(key, Path(path))])
+        self.upload_files([(key, Path(path))])
         return self.backend.uri_of(key)
+
+    def upload_files(self, pairs: list[tuple[str, Path]]) -> None:
+        """Upload local files to keys (parallel; multipart on S3)."""
+        pairs = [(clean_key(k), Path(p)) for k, p in pairs]
+        self.check_fence()
+        self.backend.upload_files(pairs)
 
     def download_file(self, key: str, dest: Path) -> Path:
         self.backend.download_files([(clean_key(key), Path(dest))])
@@ -96,15 +116,25 @@ class RunStorage:
 
     def claim_attempt(self, **info: Any) -> int:
         """Start a new attempt: one higher than any before. From now on a writer of an older attempt
-        is refused (SupersededError) at its next commit step or metrics line. Call it before reading
-        LATEST, so no older writer can move LATEST after this attempt has read it."""
-        attempt = self.current_attempt() + 1
+        is refused (SupersededError) at its next write. Call it before reading LATEST, so no older
+        writer can move LATEST after this attempt has read it.
+
+        Atomic: attempts/attempt-N.json is created only if it does not exist (Backend.create_bytes),
+        so two claimers at the same instant never both get N; the one that loses moves on to the next
+        free number (and is at once superseded by the winner, as a later attempt should be)."""
         from datetime import datetime, timezone
 
-        doc = {"attempt": attempt, "startedAt": datetime.now(timezone.utc).isoformat(timespec="seconds"), **info}
-        self.backend.put_bytes(attempt_key(attempt), (json.dumps(doc, sort_keys=True) + "\n").encode())
-        self.fence_to(attempt)
-        return attempt
+        claim = uuid.uuid4().hex  # makes our document ours: a retried create recognises its own write
+        attempt = self.current_attempt() + 1
+        for _ in range(MAX_CLAIM_TRIES):
+            doc = {"attempt": attempt, "claim": claim,
+                   "startedAt": datetime.now(timezone.utc).isoformat(timespec="seconds"), **info}
+            if self.backend.create_bytes(attempt_key(attempt), (json.dumps(doc, sort_keys=True) + "\n").encode()):
+                self.fence_to(attempt)
+                return attempt
+            attempt = max(attempt + 1, self.current_attempt() + 1)  # taken: never reuse a number
+        raise StorageError(f"could not claim an attempt of {self.uri}: {MAX_CLAIM_TRIES} numbers in a row were taken "
+                           "by other claimers at the same time; is something starting this run in a loop?", self.uri)
 
     def fence_to(self, attempt: int | None) -> None:
         """Write as `attempt` (claimed by the driver): commits and metrics lines stop with
@@ -169,6 +199,7 @@ class RunStorage:
         dropped = len(records) + torn - len(kept)
         if dropped:
             body = "".join(json.dumps(kept[s], sort_keys=True) + "\n" for s in sorted(kept))
+            self.check_fence()
             self.backend.put_bytes(METRICS_KEY, body.encode())
         return dropped
 
