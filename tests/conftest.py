@@ -2,6 +2,7 @@
 start once per session when a test asks for them, and are stopped by PID."""
 
 import os
+import signal
 from pathlib import Path
 
 import pytest
@@ -26,3 +27,13 @@ pytest_plugins = [
 @pytest.fixture(scope="session")
 def repo() -> Path:
     return REPO
+
+
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def pytest_configure(config):
+    # SIGTERM (a CI timeout, `kill`) ends the session like Ctrl-C: fixtures tear down, so the
+    # servers, the node's containers, its bridge and iptables rules go with it.
+    signal.signal(signal.SIGTERM, _interrupt)

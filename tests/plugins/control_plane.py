@@ -63,6 +63,7 @@ from typing import Any, Iterator
 import pytest
 import yaml
 
+from tests.plugins.lifetime import die_with_parent
 from tests.plugins.seaweedfs import _free_ports
 
 REPO = Path(__file__).resolve().parents[2]
@@ -221,7 +222,8 @@ def _start(name: str, args: list[str], workdir: Path, env: dict[str, str] | None
     log_path = workdir / f"{name}.log"
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=workdir,
-                                env=env or dict(os.environ), start_new_session=True)
+                                env=env or dict(os.environ), start_new_session=True,
+                                preexec_fn=die_with_parent)
     return Component(name, proc, log_path)
 
 

@@ -48,6 +48,8 @@ from typing import Any, Iterator
 
 import pytest
 
+from tests.plugins.lifetime import die_with_parent
+
 READY_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 30.0
 # Recognisable but fake; tests search outputs for these to prove secrets never leak.
@@ -206,7 +208,8 @@ def start_seaweedfs(workdir: Path, ip: str = "127.0.0.1") -> Iterator[S3Server]:
     # Keep any AWS_* of the caller away from the server; it reads its identities from the config file.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "S3_"))}
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=workdir, env=env)
+        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=workdir, env=env,
+                                preexec_fn=die_with_parent)
     try:
         _wait_ready(proc, endpoint, log_path)
         yield S3Server(
