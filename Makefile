@@ -13,7 +13,7 @@ export RAY_USAGE_STATS_ENABLED := 0
 export MPLBACKEND := Agg
 export EMPO_CACHE_DIR ?= $(CURDIR)/.cache/empo
 
-.PHONY: venv k8s-tools demo test test-fast bench crd lint clean
+.PHONY: venv k8s-tools node-packages images demo test test-fast bench crd lint clean
 
 venv: $(VENV)/.installed
 
@@ -41,15 +41,26 @@ demo: venv
 k8s-tools:
 	tools/k8s/build.sh >/dev/null
 
-# pip is network-bound and the Go build CPU-bound: do both at once.
+# The test node's Debian packages (containerd, runc, CNI plugins, iptables, buildah, debootstrap).
+node-packages:
+	tools/node/packages.sh
+
+# The images the test node runs (pause, operator, CPU trainer), built with buildah from a local
+# Debian base into a cache outside the checkout, once per content hash (tools/images/build.sh); the
+# trainer image keeps its downloaded wheels in a build cache mount of its own, so a rebuild after a
+# source change downloads nothing.
+images: node-packages
+	tools/images/build.sh >/dev/null
+
+# pip is network-bound, the Go build CPU-bound and the image builds both: do all at once.
 test:
-	$(MAKE) -j2 venv k8s-tools
+	$(MAKE) -j3 venv k8s-tools images
 	$(PY) -m pytest -q tests
 
 test-fast: venv
 	$(PY) -m pytest -q -m "not slow" tests
 
-bench: venv k8s-tools
+bench: venv k8s-tools images
 	$(PY) benchmarks/run_all.py
 
 crd: venv
