@@ -8,8 +8,10 @@ by the timestamps the API server and the trainer recorded:
   scheduling   apply -> the head pod scheduled
   pod start    scheduled -> the head container started (sandbox, network, container; images local)
   ray start    container started -> the head Ready (KubeRay's probes: raylet and GCS healthy)
-  to 1st step  head Ready -> the first step reported (submitter, driver, model staged and loaded,
-               learner started, first rollout and update)
+  submitter    head Ready -> KubeRay's submitter container started (KubeRay sees the cluster ready,
+               creates the Job; the Job controller, scheduler and kubelet start its pod)
+  to 1st step  submitter started -> the first step reported (`ray job submit`, the driver, model
+               staged and loaded, the learner actor started, the first rollout and update)
   steps        first -> last step reported (per step)
   finish       last step -> Succeeded (final checkpoint, evaluation, report, KubeRay's job status)
 
@@ -45,7 +47,7 @@ def one_run(nc, s3, index: int, steps: int) -> dict[str, float]:
     final = watch.until(lambda s: s.get("phase") in ("Succeeded", "Failed"), 1800, "the run to end")
     if final["phase"] != "Succeeded":
         raise SystemExit(f"run {index} failed: {watch.describe()}")
-    head = watch.pod_times("head")
+    head, submitter = watch.pod_times("head"), watch.pod_times("submitter")
     step_times = {}
     for seen, status in watch.statuses:
         step = (status.get("progress") or {}).get("step")
@@ -58,7 +60,8 @@ def one_run(nc, s3, index: int, steps: int) -> dict[str, float]:
         "scheduling_s": head["scheduled"] - applied,
         "pod_start_s": head["started"] - head["scheduled"],
         "ray_start_s": head["ready"] - head["started"],
-        "to_first_step_s": first - head["ready"],
+        "submitter_s": submitter["started"] - head["ready"],
+        "to_first_step_s": first - submitter["started"],
         "per_step_s": (last - first) / max(1, len(step_times) - 1),
         "finish_s": succeeded - last,
         "apply_to_first_step_s": first - applied,
