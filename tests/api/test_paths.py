@@ -3,29 +3,12 @@ names a location is refused by the models, with the field named, and by the CRD'
 ordinary forms still pass. The trainer's half (downloads stay inside their cache folder) is in
 tests/storage/test_confined_downloads.py."""
 
-import copy
-from pathlib import Path
-
 import pytest
-import yaml
 
 from empo_api import paths
 from empo_api.crd import build_crd
 from empo_api.validate import validate_manifest
-
-REPO = Path(__file__).resolve().parents[2]
-BASE = next(d for d in yaml.safe_load_all((REPO / "examples" / "tiny.yaml").read_text()) if isinstance(d, dict))
-
-
-def _with(field: str, value) -> dict:
-    doc = copy.deepcopy(BASE)
-    node = doc
-    parts = field.split(".")
-    for part in parts[:-1]:
-        node = node.setdefault(part, {})
-    node[parts[-1]] = value
-    return doc
-
+from tests.api.test_refusals import _with  # examples/tiny.yaml with one field set
 
 # (field, value, words of the message): the audit's 60 cases were these forms in these fields
 TRAVERSALS = [

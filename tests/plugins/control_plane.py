@@ -46,6 +46,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import functools
+import ipaddress
 import itertools
 import json
 import os
@@ -80,8 +81,6 @@ NODELESS_CONTROLLERS = "garbagecollector,namespace,serviceaccount,serviceaccount
 
 def _first_host(cidr: str) -> str:
     """The first address of a range: the API server gives it to the "kubernetes" Service."""
-    import ipaddress
-
     return str(next(ipaddress.ip_network(cidr).hosts()))
 
 
@@ -121,7 +120,6 @@ def _write_pki(d: Path, addresses: tuple[str, ...] = ("127.0.0.1",)) -> None:
     from cryptography.hazmat.primitives import hashes, serialization
     from cryptography.hazmat.primitives.asymmetric import rsa
     from cryptography.x509.oid import NameOID
-    import ipaddress
 
     def key() -> rsa.RSAPrivateKey:
         return rsa.generate_private_key(public_exponent=65537, key_size=2048)
