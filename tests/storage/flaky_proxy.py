@@ -1,13 +1,17 @@
-"""An HTTP proxy in front of the real S3 server that can slow requests down or answer 503 SlowDown.
+"""An HTTP proxy in front of the real S3 server that can slow requests down, answer 503 SlowDown,
+or be down (`down = True`: every connection is cut before an answer, as when the store restarts or
+its pod is gone; clients see ConnectionClosedError).
 
 It forwards every request unchanged (Host header included, so SigV4 signatures still verify) and
-serves on 127.0.0.1. Used to show retries recover from throttling and to make an upload slow enough
-to kill it halfway.
+serves on 127.0.0.1. Used to show retries recover from throttling and outages, and to make an
+upload slow enough to kill it halfway.
 """
 
 from __future__ import annotations
 
 import http.client
+import socket
+import struct
 import threading
 import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
@@ -25,8 +29,10 @@ class FlakyProxy:
         self.fail_first = fail_first
         self.fail_always = fail_always
         self.delay_s = delay_s
+        self.down = False
         self.requests = 0
         self.failed = 0
+        self.cut = 0  # connections cut while down
         self._lock = threading.Lock()
         proxy = self
 
@@ -49,8 +55,23 @@ class FlakyProxy:
                     return b"".join(chunks)
                 return self.rfile.read(int(self.headers.get("Content-Length", 0)))
 
+            def _cut(self) -> None:
+                with proxy._lock:
+                    proxy.requests += 1
+                    proxy.cut += 1
+                self.close_connection = True
+                try:  # RST, not FIN: the client gets no answer and cannot mistake it for one
+                    self.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                    self.connection.close()
+                except OSError:
+                    pass
+
             def _handle(self):
+                if proxy.down:
+                    return self._cut()
                 body = self._body()
+                if proxy.down:
+                    return self._cut()
                 with proxy._lock:
                     proxy.requests += 1
                     fail = proxy.fail_always or proxy.failed < proxy.fail_first

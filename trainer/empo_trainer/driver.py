@@ -137,6 +137,7 @@ def run(run: EmpoRun, *, steps: int | None = None, fresh: bool = False, progress
     storage = open_run_storage(spec.storage, run.namespace, run.name)
     # Before reading LATEST: from here on a learner of an older attempt cannot move it (fencing).
     attempt = storage.claim_attempt(host=socket.gethostname(), pid=os.getpid())
+    storage.clean_leftovers()  # temp files and multipart uploads of writers killed mid-write
     latest = None if fresh else storage.checkpoints.latest()
     _trim_metrics(storage, latest.step if latest else 0)
     examples = load_examples(spec.dataset, spec.prompt)
@@ -256,6 +257,23 @@ def _write_report(storage) -> Path | None:
     except Exception as exc:  # a report is a convenience; never fail a finished run over it
         print(f"warning: report not written: {exc}", file=sys.stderr)
         return None
+
+
+def user_error(exc: BaseException) -> BaseException:
+    """The exception an actor raised, unwrapped from Ray's RayTaskError (whose text is the actor's
+    traceback: some forty lines above the one that says what happened)."""
+    for _ in range(5):  # an actor's error raised through another actor is wrapped twice
+        cause = getattr(exc, "cause", None)
+        if not any(c.__name__ == "RayTaskError" for c in type(exc).__mro__) \
+                or not isinstance(cause, BaseException) or cause is exc:
+            break
+        exc = cause
+    return exc
+
+
+def one_line(exc: BaseException) -> str:
+    """A user-facing error without Ray's traceback: the message of the exception the actor raised."""
+    return str(user_error(exc)).strip() or type(exc).__name__
 
 
 def shutdown() -> None:

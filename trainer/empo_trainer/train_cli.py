@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -45,6 +46,17 @@ def load_run(path: Path, output: str | None = None) -> EmpoRun:
         raise SystemExit(f"{path}: invalid EmpoRun:\n{lines}") from None
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
+def terminate_like_interrupt() -> None:
+    """SIGTERM (kill, a closing terminal's session, a container stop) ends the run like Ctrl-C:
+    the `finally` below shuts Ray down, so its processes end with the driver (the lifeline's
+    reaper ends them if the driver dies without a chance to, kill -9 included)."""
+    signal.signal(signal.SIGTERM, _interrupt)
+
+
 def run(args: argparse.Namespace) -> int:
     from . import driver
     from .data import DatasetError
@@ -53,12 +65,14 @@ def run(args: argparse.Namespace) -> int:
     from .storage import StorageError
 
     empo_run = load_run(args.manifest, args.output)
+    terminate_like_interrupt()
     try:
         summary = driver.run(empo_run, steps=args.steps, fresh=args.fresh, progress=not args.no_progress,
                              num_cpus=args.num_cpus)
     except (SpecError, DatasetError, ModelSourceError, StorageError) as exc:
-        # Input the user can fix: say what and where, without a traceback.
-        print(f"{args.manifest}: {exc}", file=sys.stderr)
+        # Input the user can fix, or storage that stayed down past its window: one line, no
+        # traceback (an actor's error comes wrapped in Ray's, whose text is the actor's traceback).
+        print(f"{args.manifest}: {driver.one_line(exc)}", file=sys.stderr)
         return 2
     finally:
         driver.shutdown()

@@ -20,13 +20,14 @@ import shutil
 import tempfile
 import uuid
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 from urllib.parse import urlsplit
 
 from .errors import ObjectNotFoundError, StorageError, classify_s3_error
 from .layout import StorageLocation
+from .outage import OutageRetry, default_window_s
 
 log = logging.getLogger("empo_trainer.storage")
 _TMP_PREFIX = ".empo-tmp-"
@@ -36,10 +37,14 @@ MiB = 1024 * 1024
 @dataclass(frozen=True)
 class S3Options:
     """Client tuning. Retries use botocore's own retry modes (backoff with jitter on throttling,
-    5xx and connection errors); transfers use boto3's transfer manager (multipart, parallel)."""
+    5xx and connection errors), extended to `outage_window_s` seconds per request for outages
+    (outage.py); transfers use boto3's transfer manager (multipart, parallel)."""
 
     retry_mode: str = "standard"  # or "adaptive" (adds client-side rate limiting)
-    max_attempts: int = 8  # tries per request, the first included
+    max_attempts: int = 8  # tries per request within botocore's own backoff, the first included
+    # how long a request keeps retrying an unavailable store before the run fails (0: max_attempts only);
+    # default: EMPO_STORAGE_OUTAGE_SECONDS, else 120
+    outage_window_s: float = field(default_factory=default_window_s)
     connect_timeout_s: float = 10.0
     read_timeout_s: float = 120.0
     multipart_threshold: int = 16 * MiB
@@ -59,6 +64,7 @@ class Backend(Protocol):
     def exists(self, key: str) -> bool: ...
     def list(self, prefix: str) -> dict[str, int]: ...
     def delete(self, keys: list[str]) -> None: ...
+    def clean_leftovers(self) -> tuple[int, int]: ...
     def upload_files(self, pairs: list[tuple[str, Path]]) -> None: ...
     def download_files(self, pairs: list[tuple[str, Path]]) -> None: ...
 
@@ -205,6 +211,20 @@ class LocalBackend:
                 parent.rmdir()
                 parent = parent.parent
 
+    def clean_leftovers(self) -> tuple[int, int]:
+        """Remove the temporary files of writes that never finished (a writer killed mid-write):
+        (files removed, bytes freed). Call it only as the run's one writer (after claim_attempt)."""
+        removed = freed = 0
+        if self.root.is_dir():
+            for p in self.root.rglob(f"{_TMP_PREFIX}*"):
+                try:
+                    size = p.stat().st_size
+                    p.unlink()
+                except OSError:
+                    continue
+                removed, freed = removed + 1, freed + size
+        return removed, freed
+
     def upload_files(self, pairs: list[tuple[str, Path]]) -> None:
         def copy(pair: tuple[str, Path]) -> None:
             key, src = pair
@@ -262,6 +282,9 @@ class S3Backend:
             max_pool_connections=max(10, options.max_concurrency + 4),
         )
         self.client = session.client("s3", endpoint_url=endpoint, config=config)
+        self.outage = OutageRetry(options.outage_window_s, redact_url(endpoint) or "(AWS)")
+        if options.outage_window_s > 0:
+            self.outage.register(self.client)
         self.transfer_config = TransferConfig(
             multipart_threshold=options.multipart_threshold,
             multipart_chunksize=options.multipart_chunksize,
@@ -281,7 +304,8 @@ class S3Backend:
         return f"{self.root_uri}/{key}"
 
     def _fail(self, exc: BaseException, uri: str, operation: str) -> StorageError:
-        return classify_s3_error(exc, uri, operation)
+        return classify_s3_error(exc, uri, operation, outage_window_s=self.options.outage_window_s,
+                                 endpoint=redact_url(self.endpoint))
 
     def check(self) -> None:
         """Fail early, with the cause, if the bucket is missing or the credentials do not work."""
@@ -383,6 +407,31 @@ class S3Backend:
                     f"({len(resp['Errors'])} keys not deleted)",
                     self.root_uri,
                 )
+
+    def clean_leftovers(self) -> tuple[int, int]:
+        """Abort the multipart uploads under the run that never completed (a writer killed, or an
+        abort that failed during an outage): they hold parts the store keeps, and bills for, until
+        aborted. Returns (uploads aborted, bytes in their parts). Call it only as the run's one
+        writer (after claim_attempt): an older attempt still uploading is superseded anyway."""
+        aborted = freed = 0
+        try:
+            pages = list(self.client.get_paginator("list_multipart_uploads").paginate(
+                Bucket=self.bucket, Prefix=self._key("")))
+        except Exception as e:
+            raise self._fail(e, self.root_uri, "list uploads of") from None
+        for upload in (u for page in pages for u in page.get("Uploads", [])):
+            key, upload_id = upload["Key"], upload["UploadId"]
+            try:
+                for parts in self.client.get_paginator("list_parts").paginate(
+                        Bucket=self.bucket, Key=key, UploadId=upload_id):
+                    freed += sum(p.get("Size", 0) for p in parts.get("Parts", []))
+                self.client.abort_multipart_upload(Bucket=self.bucket, Key=key, UploadId=upload_id)
+                aborted += 1
+            except Exception as e:
+                err = self._fail(e, f"s3://{self.bucket}/{key}", "abort upload of")
+                if not isinstance(err, ObjectNotFoundError):  # NoSuchUpload: it ended meanwhile
+                    raise err from None
+        return aborted, freed
 
     def _transfer(self, pairs: list[tuple[str, Path]], upload: bool) -> None:
         from boto3.s3.transfer import create_transfer_manager

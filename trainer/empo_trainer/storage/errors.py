@@ -83,10 +83,41 @@ CREDENTIALS_FIX = (
 )
 
 
-def classify_s3_error(exc: BaseException, uri: str, operation: str) -> StorageError:
-    """The StorageError for a botocore failure of `operation` on `uri` (retries already spent)."""
+def classify_s3_error(exc: BaseException, uri: str, operation: str, *, outage_window_s: float | None = None,
+                      endpoint: str | None = None) -> StorageError:
+    """The StorageError for a botocore failure of `operation` on `uri` (retries already spent).
+    With `outage_window_s`, an unavailable store is said to have been so for that long."""
     if isinstance(exc, StorageError):
         return exc
+    err = _classify(exc, uri, operation)
+    if outage_window_s and type(err) is StorageUnavailableError and _retried_for_the_window(exc):
+        where = f"the S3 store at {endpoint}" if endpoint else "S3"
+        cause = _cause(exc)
+        err = StorageUnavailableError(
+            f"{operation} {uri}: {where} was unavailable for more than {outage_window_s:.0f} s ({cause}), "
+            f"longer than the storage outage window (EMPO_STORAGE_OUTAGE_SECONDS); nothing committed is lost: "
+            "run again once the store is back and the run resumes from its latest checkpoint", uri)
+    return err
+
+
+def _retried_for_the_window(exc: BaseException) -> bool:
+    """Failures the outage window retries (outage.OutageRetry, botocore's retryable kinds)."""
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {}) or {}
+        status = int((exc.response.get("ResponseMetadata", {}) or {}).get("HTTPStatusCode") or 0)
+        return status in (429, 500, 502, 503, 504) or str(error.get("Code", "")) in _THROTTLE_CODES
+    return isinstance(exc, (EndpointConnectionError, ConnectTimeoutError, ConnectionClosedError, ReadTimeoutError))
+
+
+def _cause(exc: BaseException) -> str:
+    if isinstance(exc, ClientError):
+        error = exc.response.get("Error", {}) or {}
+        status = (exc.response.get("ResponseMetadata", {}) or {}).get("HTTPStatusCode")
+        return str(error.get("Code") or status or "error")
+    return type(exc).__name__
+
+
+def _classify(exc: BaseException, uri: str, operation: str) -> StorageError:
     if isinstance(exc, (NoCredentialsError, PartialCredentialsError)):
         return InvalidCredentialsError(f"{operation} {uri}: no usable S3 credentials were found; {CREDENTIALS_FIX}", uri)
     if isinstance(exc, (EndpointConnectionError, ConnectTimeoutError, ConnectionClosedError, ReadTimeoutError)):

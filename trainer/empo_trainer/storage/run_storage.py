@@ -136,6 +136,18 @@ class RunStorage:
         raise StorageError(f"could not claim an attempt of {self.uri}: {MAX_CLAIM_TRIES} numbers in a row were taken "
                            "by other claimers at the same time; is something starting this run in a loop?", self.uri)
 
+    def clean_leftovers(self) -> tuple[int, int]:
+        """What writers killed mid-write left behind: temporary `.empo-tmp-*` files in a local run
+        folder, unfinished multipart uploads under an S3 run. Removed (aborted) and logged; returns
+        (count, bytes). The driver calls it right after claim_attempt, as the run's one writer."""
+        self.check_fence()
+        count, size = self.backend.clean_leftovers()
+        if count:
+            what = "unfinished multipart uploads" if isinstance(self.backend, S3Backend) else "temporary files"
+            log.warning("removed %d %s (%.1f MB) that an interrupted writer left under %s",
+                        count, what, size / 1e6, self.uri)
+        return count, size
+
     def fence_to(self, attempt: int | None) -> None:
         """Write as `attempt` (claimed by the driver): commits and metrics lines stop with
         SupersededError once a newer attempt exists. None: no fencing (tools, tests)."""
