@@ -237,17 +237,25 @@ def _user_env(spec: EmpoRunSpec) -> list[dict[str, Any]]:
             else {"name": e.name, "valueFrom": {"secretKeyRef": e.secret_key_ref.to_wire()}} for e in spec.ray.env]
 
 
-def _with_platform(pod_spec: dict[str, Any], spec: EmpoRunSpec) -> dict[str, Any]:
-    """What a platform team sets on every pod: pull secrets, extra environment, priority."""
+def _pod_platform(run: EmpoRun, spec: EmpoRunSpec) -> dict[str, Any]:
+    """Pod fields every pod of the run shares, the submitter's included: the run's own identity,
+    pull secrets and priority."""
+    fields: dict[str, Any] = {"serviceAccountName": trainer_name(run.name)}
+    if spec.ray.image_pull_secrets:
+        fields["imagePullSecrets"] = [r.to_wire() for r in spec.ray.image_pull_secrets]
+    if spec.ray.priority_class_name:
+        fields["priorityClassName"] = spec.ray.priority_class_name
+    return fields
+
+
+def _with_platform(pod_spec: dict[str, Any], run: EmpoRun, spec: EmpoRunSpec) -> dict[str, Any]:
+    """What a platform team sets on every Ray pod: extra environment, pull secrets, priority."""
     ray = spec.ray
     for c in pod_spec["containers"]:
         c["env"] = c["env"] + _user_env(spec)
         if ray.env_from:
             c["envFrom"] = [e.to_wire() for e in ray.env_from]
-    if ray.image_pull_secrets:
-        pod_spec["imagePullSecrets"] = [r.to_wire() for r in ray.image_pull_secrets]
-    if ray.priority_class_name:
-        pod_spec["priorityClassName"] = ray.priority_class_name
+    pod_spec.update(_pod_platform(run, spec))
     return pod_spec
 
 
@@ -292,7 +300,6 @@ def _head_group(run: EmpoRun, spec: EmpoRunSpec, attempt: int) -> dict[str, Any]
         "template": {
             "metadata": {"labels": labels(run, "head")},
             "spec": _with_platform({
-                "serviceAccountName": trainer_name(run.name),
                 "containers": [{
                     "name": "ray-head",
                     "image": spec.ray.image,
@@ -303,7 +310,7 @@ def _head_group(run: EmpoRun, spec: EmpoRunSpec, attempt: int) -> dict[str, Any]
                     "volumeMounts": [{"name": CONFIG_VOLUME, "mountPath": CONFIG_MOUNT, "readOnly": True}],
                 }],
                 "volumes": [{"name": CONFIG_VOLUME, "configMap": {"name": config_name(run.name)}}],
-            }, spec),
+            }, run, spec),
         },
     }
 
@@ -323,7 +330,7 @@ def _nccl_env(spec: EmpoRunSpec) -> list[dict[str, Any]]:
 
 def _worker_group(run: EmpoRun, spec: EmpoRunSpec, attempt: int, group: GroupPlan) -> dict[str, Any]:
     pod_spec: dict[str, Any] = {
-        # Workers never call the API; no token in their pods.
+        # Workers run as the run's ServiceAccount too, but never call the API: no token in their pods.
         "automountServiceAccountToken": False,
         "containers": [{
             "name": "ray-worker",
@@ -340,7 +347,7 @@ def _worker_group(run: EmpoRun, spec: EmpoRunSpec, attempt: int, group: GroupPla
             pod_spec["tolerations"] = [t.to_wire() for t in spec.ray.tolerations]
     if spec.ray.affinity:
         pod_spec["affinity"] = spec.ray.affinity
-    _with_platform(pod_spec, spec)
+    _with_platform(pod_spec, run, spec)
     return {
         "groupName": group.name,
         "replicas": group.replicas,
@@ -366,12 +373,32 @@ def _submitter_template(run: EmpoRun, spec: EmpoRunSpec) -> dict[str, Any]:
         "restartPolicy": "Never",
         "automountServiceAccountToken": False,  # it only talks to the Ray dashboard
         "containers": [{"name": "ray-job-submitter", "image": spec.ray.image, "resources": SUBMITTER_RESOURCES}],
+        **_pod_platform(run, spec),
     }
-    if spec.ray.image_pull_secrets:
-        pod_spec["imagePullSecrets"] = [r.to_wire() for r in spec.ray.image_pull_secrets]
-    if spec.ray.priority_class_name:
-        pod_spec["priorityClassName"] = spec.ray.priority_class_name
     return {"metadata": {"labels": labels(run, "submitter")}, "spec": pod_spec}
+
+
+def pod_templates(rayjob: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
+    """(where, template) of every pod a RayJob asks KubeRay to create."""
+    job, cluster = rayjob["spec"], rayjob["spec"]["rayClusterSpec"]
+    out = [("rayClusterSpec.headGroupSpec.template", cluster["headGroupSpec"]["template"])]
+    out += [(f"rayClusterSpec.workerGroupSpecs[{g['groupName']}].template", g["template"])
+            for g in cluster.get("workerGroupSpecs") or []]
+    if "submitterPodTemplate" in job:
+        out.append(("submitterPodTemplate", job["submitterPodTemplate"]))
+    return out
+
+
+def check_identities(rayjob: dict[str, Any], run_name: str) -> None:
+    """Every pod runs as the run's own ServiceAccount. KubeRay creates whatever pods a RayJob
+    describes, with the ServiceAccount it names: a RayJob naming another identity would let whoever
+    writes an EmpoRun act as that identity, so the operator refuses to ask for one."""
+    own = trainer_name(run_name)
+    for where, template in pod_templates(rayjob):
+        named = template.get("spec", {}).get("serviceAccountName")
+        if named != own:
+            raise SpecError(f"{where} would run as ServiceAccount {named or 'default'!r}; "
+                            f"the run's pods may only run as {own!r}")
 
 
 def build_rayjob(run: EmpoRun, settings: Settings, attempt: int = 0,
@@ -402,7 +429,9 @@ def build_rayjob(run: EmpoRun, settings: Settings, attempt: int = 0,
     }
     if spec.active_deadline_seconds:
         job_spec["activeDeadlineSeconds"] = spec.active_deadline_seconds
-    return {"apiVersion": "ray.io/v1", "kind": "RayJob", "metadata": meta, "spec": job_spec}
+    rayjob = {"apiVersion": "ray.io/v1", "kind": "RayJob", "metadata": meta, "spec": job_spec}
+    check_identities(rayjob, run.name)
+    return rayjob
 
 
 def build_event(run: dict[str, Any], type: str, reason: str, message: str, now: str) -> dict[str, Any]:
@@ -423,5 +452,5 @@ def build_children(run: EmpoRun, settings: Settings, attempt: int = 0) -> list[d
     """Every child in creation order: the RayJob last, once what its pods mount and use exists."""
     from .network_policy import build_network_policy  # it builds on this module's names
 
-    return [build_configmap(run, settings), *build_trainer_rbac(run), build_network_policy(run),
+    return [build_configmap(run, settings), *build_trainer_rbac(run), build_network_policy(run, settings),
             build_rayjob(run, settings, attempt)]

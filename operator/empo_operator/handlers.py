@@ -346,6 +346,9 @@ async def _start_attempt(kube: Kube, run: dict[str, Any], model: EmpoRun, settin
                 rayjob = obj
                 if created:
                     metrics.RAYJOBS_CREATED.inc()
+                    if (why := lifecycle.ray_auth_dropped(obj)) is not None:
+                        log.warning(f"{model.namespace}/{model.name}: {why}")
+                        await _post(kube, run, [Event("Warning", lifecycle.RAY_AUTH_DROPPED, why)])
     if attempt:  # a failed attempt whose delete was lost (an error, an operator restart)
         previous = builders.rayjob_name(model.name, uid, attempt - 1)
         old = await io(kube.get, *RAYJOB, model.namespace, previous)

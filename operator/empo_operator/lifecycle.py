@@ -128,3 +128,20 @@ def status_changed(old: Mapping[str, Any] | None, patch: Mapping[str, Any]) -> b
     """Whether applying the merge patch would change anything (skip needless writes)."""
     old = old or {}
     return any(old.get(k) != v for k, v in patch.items())
+
+
+RAY_AUTH_DROPPED = "RayAuthDropped"
+
+
+def ray_auth_dropped(stored: Mapping[str, Any] | None) -> str | None:
+    """Why Ray token auth is off for a RayJob the API server stored, or None when it is on.
+
+    The operator always asks for it (builders.build_rayjob); a KubeRay whose RayJob CRD predates
+    `authOptions` (before 1.5.1) makes the API server prune the field without a word, and the run's
+    dashboard and GCS then take anyone's jobs."""
+    cluster = ((stored or {}).get("spec") or {}).get("rayClusterSpec") or {}
+    if (cluster.get("authOptions") or {}).get("mode") == "token":
+        return None
+    return ("the API server dropped spec.rayClusterSpec.authOptions from the RayJob: the installed KubeRay's "
+            "CRDs predate Ray token authentication, so this run's Ray dashboard and GCS accept "
+            "unauthenticated jobs (only its NetworkPolicy guards them); install KubeRay >= 1.5.1")

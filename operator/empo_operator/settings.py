@@ -14,10 +14,18 @@
 | EMPO_RESTART_BACKOFF_MAX_SECONDS | 600                        | cap of the retry delay                                    |
 | EMPO_RESYNC_SECONDS       | 30                                | every live run is reconciled this often (repairs drift)   |
 | EMPO_API_THREADS          | 32                                | threads making API calls (asyncio's default executor)     |
+| EMPO_KUBERAY_NAMESPACE    | kuberay-system                    | KubeRay's namespace: its pods may reach a run's dashboard |
+| EMPO_DASHBOARD_CIDRS      | ""                                | comma list of CIDRs also admitted to a run's dashboard    |
+| EMPO_RESTRICT_EGRESS      | true                              | the runs' NetworkPolicies limit egress too                |
+| EMPO_API_SERVER_PORTS     | 443,6443                          | the API server's ports (after the Service's translation)  |
+| EMPO_API_SERVER_CIDRS     | "" (any address)                  | comma list of CIDRs of the API servers                    |
+| EMPO_EXTRA_EGRESS         | []                                | JSON list of NetworkPolicy egress rules added to each run |
 """
 
 from __future__ import annotations
 
+import ipaddress
+import json
 import os
 from dataclasses import dataclass
 from typing import Mapping
@@ -44,6 +52,12 @@ class Settings:
     restart_backoff_max_seconds: float = 600.0
     resync_seconds: float = 30.0
     api_threads: int = 32
+    kuberay_namespace: str = "kuberay-system"
+    dashboard_cidrs: tuple[str, ...] = ()
+    restrict_egress: bool = True
+    api_server_ports: tuple[int, ...] = (443, 6443)
+    api_server_cidrs: tuple[str, ...] = ()
+    extra_egress: tuple[dict, ...] = ()
 
     @property
     def clusterwide(self) -> bool:
@@ -99,7 +113,58 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         restart_backoff_max_seconds=_float(env, "EMPO_RESTART_BACKOFF_MAX_SECONDS", 600.0),
         resync_seconds=_positive(env, "EMPO_RESYNC_SECONDS", 30.0),
         api_threads=int(_positive(env, "EMPO_API_THREADS", 32)),
+        kuberay_namespace=env.get("EMPO_KUBERAY_NAMESPACE", "").strip() or "kuberay-system",
+        dashboard_cidrs=_cidrs(env, "EMPO_DASHBOARD_CIDRS"),
+        restrict_egress=_bool(env, "EMPO_RESTRICT_EGRESS", True),
+        api_server_ports=_ports(env, "EMPO_API_SERVER_PORTS", (443, 6443)),
+        api_server_cidrs=_cidrs(env, "EMPO_API_SERVER_CIDRS"),
+        extra_egress=_egress_rules(env, "EMPO_EXTRA_EGRESS"),
     )
+
+
+def _items(env: Mapping[str, str], name: str) -> list[str]:
+    return [v.strip() for v in env.get(name, "").split(",") if v.strip()]
+
+
+def _cidrs(env: Mapping[str, str], name: str) -> tuple[str, ...]:
+    out = []
+    for item in _items(env, name):
+        try:
+            out.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError:
+            raise SettingsError(f"{name}: {item!r} is not a CIDR (e.g. 10.0.0.0/16 or 192.0.2.10/32)") from None
+    return tuple(out)
+
+
+def _ports(env: Mapping[str, str], name: str, default: tuple[int, ...]) -> tuple[int, ...]:
+    items = _items(env, name)
+    if not items:
+        return default
+    if not all(i.isdigit() and 1 <= int(i) <= 65535 for i in items):
+        raise SettingsError(f"{name}={env.get(name)!r}: expected a comma list of ports (1-65535)")
+    return tuple(int(i) for i in items)
+
+
+def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
+    raw = env.get(name, "").strip().lower()
+    if not raw:
+        return default
+    if raw not in ("true", "false"):
+        raise SettingsError(f"{name}={env.get(name)!r}: expected true or false")
+    return raw == "true"
+
+
+def _egress_rules(env: Mapping[str, str], name: str) -> tuple[dict, ...]:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return ()
+    try:
+        rules = json.loads(raw)
+    except ValueError:
+        raise SettingsError(f"{name}: not JSON; expected a list of NetworkPolicy egress rules") from None
+    if not isinstance(rules, list) or not all(isinstance(r, dict) and r.keys() <= {"to", "ports"} for r in rules):
+        raise SettingsError(f"{name}: expected a list of NetworkPolicy egress rules ({{to: [...], ports: [...]}})")
+    return tuple(rules)
 
 
 def _positive(env: Mapping[str, str], name: str, default: float) -> float:

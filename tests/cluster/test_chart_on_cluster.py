@@ -4,11 +4,14 @@ ServiceAccount: every call it makes passes the chart's RBAC on a real API server
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 import yaml
 
-from tests.cluster.conftest import CHART, REPO
+from empo_api.models import EmpoRun
+from empo_operator import builders
+from tests.cluster.conftest import CHART, REPO, helm_install
 from tests.waiting import wait_for
 
 RUN_LABEL = "empo.dev/run"
@@ -100,6 +103,11 @@ def test_operator_as_chart_account_creates_a_run_kuberay_plans_and_gc_removes(
                        what="the RayCluster")
     planned = rayjob["spec"]["rayClusterSpec"]
     made = cluster["spec"]
+    # Ray token auth survives the pinned KubeRay's CRDs, and KubeRay generates the run's token.
+    assert planned["authOptions"] == made["authOptions"] == {"mode": "token"}
+    token = wait_for(lambda: (control_plane.get("secret", cluster_name, cluster_namespace) or {}).get("data"),
+                     timeout=60, what="KubeRay to create the cluster's auth token Secret")
+    assert len(token["auth_token"]) > 20
     assert [(g["groupName"], g["replicas"]) for g in made.get("workerGroupSpecs") or []] == \
         [(g["groupName"], g["replicas"]) for g in planned.get("workerGroupSpecs") or []]
     for got, want in zip(made.get("workerGroupSpecs") or [], planned.get("workerGroupSpecs") or []):
@@ -150,3 +158,84 @@ def test_helm_upgrade_with_a_live_run(control_plane, empo_release, chart_operato
         assert rbac_denials(upgraded.log()) == []
     finally:
         control_plane.helm("rollback", empo_release.name, "-n", empo_release.namespace)
+
+
+# What every authenticated identity may do (the API server's discovery and self-review roles).
+EVERYONE = ("selfsubjectreviews.authentication.k8s.io", "selfsubjectaccessreviews.authorization.k8s.io",
+            "selfsubjectrulesreviews.authorization.k8s.io")
+CAN_I_ROW = re.compile(r"^(\S*)\s+\[(.*?)\]\s+\[(.*?)\]\s+\[(.*?)\]\s*$")
+
+
+def can_i_list(cp, kubeconfig, namespace: str) -> set[tuple[str, str, str]]:
+    """`kubectl auth can-i --list -n namespace` as (resource, resource names, verbs), the rules every
+    identity has left out."""
+    out = cp.kubectl("auth", "can-i", "--list", "-n", namespace, kubeconfig=kubeconfig).stdout
+    rows = set()
+    for line in out.splitlines()[1:]:
+        m = CAN_I_ROW.match(line)
+        assert m, line
+        resource, urls, names, verbs = m.groups()
+        if urls or resource in EVERYONE:
+            continue
+        rows.add((resource, " ".join(sorted(names.split())), " ".join(sorted(verbs.split()))))
+    return rows
+
+
+def documented(table: str) -> set[tuple[str, str, str]]:
+    """The rows of a `<!-- can-i: table -->` table in docs/security.md."""
+    text = (REPO / "docs" / "security.md").read_text()
+    block = text.split(f"<!-- can-i: {table} -->", 1)[1].split("<!-- /can-i -->", 1)[0]
+    rows = set()
+    for line in block.strip().splitlines()[2:]:
+        resource, names, verbs = (c.strip().strip("`") for c in line.strip().strip("|").split("|"))
+        rows.add((resource, " ".join(sorted(names.split())), " ".join(sorted(verbs.split()))))
+    return rows
+
+
+def test_what_each_identity_can_do_is_what_security_md_lists(control_plane, empo_release, namespaced_release,
+                                                              cluster_namespace, tmp_path):
+    cp = control_plane
+    cluster_wide = cp.service_account_kubeconfig(empo_release.namespace, empo_release.service_account,
+                                                 tmp_path / "cw")
+    namespaced = cp.service_account_kubeconfig(namespaced_release.namespace, namespaced_release.service_account,
+                                               tmp_path / "ns")
+    (watched,) = namespaced_release.watched
+    assert can_i_list(cp, cluster_wide, cluster_namespace) == documented("operator") | documented("operator-cluster")
+    # kube-system too: RBAC has no "everywhere but"; security.md says what that means.
+    assert can_i_list(cp, cluster_wide, "kube-system") == documented("operator") | documented("operator-cluster")
+    assert can_i_list(cp, namespaced, watched) == documented("operator") | documented("operator-cluster")
+    assert can_i_list(cp, namespaced, cluster_namespace) == documented("operator-cluster")
+    # A run's trainer identity, as the operator creates it (builders.build_trainer_rbac).
+    run = EmpoRun.model_validate({**tiny_run("r", cluster_namespace)})
+    for obj in builders.build_trainer_rbac(run):
+        cp.kubectl("apply", "-f", "-", input=json.dumps(obj))
+    trainer = cp.service_account_kubeconfig(cluster_namespace, builders.trainer_name("r"), tmp_path / "tr")
+    rows = can_i_list(cp, trainer, cluster_namespace)
+    assert rows == {(r, n.replace("<run>", "r"), v) for r, n, v in documented("trainer")}
+    assert can_i_list(cp, trainer, "default") == set()
+
+
+def test_a_release_of_the_same_name_installs_beside_another_in_its_own_namespace(control_plane, empo_release,
+                                                                                  tmp_path):
+    """The install guide's single-namespace command run by a second team: release "empo" again,
+    in another namespace, watching its own namespace (the CRD stays the first release's)."""
+    cp = control_plane
+    team = cp.create_namespace("team-b")
+    second = helm_install(cp, empo_release.name, team, "--set", "crds.install=false",
+                          "--set", f"watchNamespaces={{{team}}}")
+    try:
+        names = {(d["kind"], d["metadata"]["name"]) for d in yaml.safe_load_all(
+            cp.helm("get", "manifest", second.name, "-n", team).stdout) if d}
+        first = {(d["kind"], d["metadata"]["name"]) for d in yaml.safe_load_all(
+            cp.helm("get", "manifest", empo_release.name, "-n", empo_release.namespace).stdout) if d}
+        cluster_scoped = {n for n in names if n[0] in ("ClusterRole", "ClusterRoleBinding")}
+        assert cluster_scoped and not cluster_scoped & first, (cluster_scoped, first)
+        kc = cp.service_account_kubeconfig(team, second.service_account, tmp_path / "kc")
+        assert can_i(cp, kc, "create", "rayjobs.ray.io", "-n", team)
+        assert not can_i(cp, kc, "create", "rayjobs.ray.io", "-n", "default")
+    finally:
+        cp.helm("uninstall", second.name, "-n", team, "--wait")
+    # Uninstalling the second took nothing of the first.
+    kc = cp.service_account_kubeconfig(empo_release.namespace, empo_release.service_account, tmp_path / "first")
+    assert can_i(cp, kc, "create", "rayjobs.ray.io", "-n", "default")
+    assert cp.get("crd", "emporuns.empo.dev") is not None

@@ -1,10 +1,13 @@
 """The control plane itself: what the cluster tests rely on really happens."""
 
 import json
+from pathlib import Path
 
 import yaml
 
 from tests.waiting import wait_for
+
+REPO = Path(__file__).resolve().parents[2]
 
 
 def test_the_api_server_is_the_pinned_release(control_plane):
@@ -49,3 +52,13 @@ def test_kuberay_turns_a_rayjob_into_a_raycluster(control_plane, cluster_namespa
     cluster = wait_for(lambda: control_plane.get("raycluster", status, cluster_namespace), timeout=60,
                        what="the RayCluster")
     assert cluster["metadata"]["ownerReferences"][0]["kind"] == "RayJob"
+
+
+def test_the_kuberay_crds_of_the_unit_tests_are_those_of_the_kuberay_that_runs(control_plane):
+    data = sorted((REPO / "tests" / "data" / "kuberay").glob("ray.io_*.yaml"))
+    assert [p.name for p in data] == ["ray.io_rayclusters.yaml", "ray.io_rayjobs.yaml"]
+    for path in data:
+        assert path.read_bytes() == (control_plane.kuberay_crds / path.name).read_bytes(), path.name
+    # The release with Ray token authentication: the API server keeps authOptions.
+    stored = json.loads(control_plane.kubectl("get", "crd", "rayjobs.ray.io", "-o", "json").stdout)
+    assert "authOptions" in json.dumps(stored["spec"]["versions"])

@@ -187,6 +187,31 @@ def test_what_platform_teams_set_reaches_every_pod(rayjob_schema):
         assert c["envFrom"] == [{"secretRef": {"name": "team-secrets"}}]
         assert env(c)["EMPO_RUN_NAME"] == "r"  # the operator's own variables stay
     assert all(g["template"]["spec"]["affinity"] == affinity for g in rc["workerGroupSpecs"])
+    # The submitter's pod is pulled, prioritised and identified like the head.
+    submitter = rj["spec"]["submitterPodTemplate"]["spec"]
+    head = rc["headGroupSpec"]["template"]["spec"]
+    for field in ("imagePullSecrets", "priorityClassName", "serviceAccountName"):
+        assert submitter[field] == head[field], field
+
+
+def test_every_pod_runs_as_the_runs_own_serviceaccount_and_no_other(tiny):
+    run = EmpoRun.model_validate({**tiny, "metadata": {"name": "r", "namespace": "ns", "uid": UID}})
+    rj = builders.build_rayjob(run, SETTINGS)
+    where = [w for w, _ in builders.pod_templates(rj)]
+    assert where[0].endswith("headGroupSpec.template") and where[-1] == "submitterPodTemplate" and len(where) >= 3
+    assert {t["spec"]["serviceAccountName"] for _, t in builders.pod_templates(rj)} == {"r-trainer"}
+    # Only the driver (head) holds the token it needs to report progress.
+    assert [w for w, t in builders.pod_templates(rj) if t["spec"].get("automountServiceAccountToken") is not False] \
+        == [where[0]]
+    for hijack in ("kube-system-admin", None):
+        bad = copy.deepcopy(rj)
+        tpl = bad["spec"]["rayClusterSpec"]["workerGroupSpecs"][0]["template"]["spec"]
+        if hijack:
+            tpl["serviceAccountName"] = hijack
+        else:
+            del tpl["serviceAccountName"]
+        with pytest.raises(builders.SpecError, match="may only run as 'r-trainer'"):
+            builders.check_identities(bad, "r")
 
 
 @pytest.mark.parametrize("env_var, message", [

@@ -60,3 +60,12 @@ def test_a_bad_operator_default_waits_instead_of_failing_the_run():
     body["spec"]["storage"] = {"uri": "runs"}
     model, problem = lifecycle.validate_run(body, BEFORE)
     assert problem.reason == "InvalidSpec" and problem.permanent
+
+
+def test_a_rayjob_stored_without_authoptions_is_called_out():
+    sent = builders.build_rayjob(run(), BEFORE)
+    assert lifecycle.ray_auth_dropped(sent) is None
+    pruned = copy.deepcopy(sent)
+    del pruned["spec"]["rayClusterSpec"]["authOptions"]  # what a KubeRay < 1.5.1 CRD makes of it
+    why = lifecycle.ray_auth_dropped(pruned)
+    assert "authOptions" in why and "KubeRay >= 1.5.1" in why

@@ -1,5 +1,8 @@
 """The NetworkPolicy of a run's Ray cluster: valid for the API server, selecting exactly the run's
-pods, and letting in only the run's own pods (its RayJobs' submitters among them) and KubeRay (issue 18)."""
+pods, letting in only the run's own pods (its RayJobs' submitters among them) and KubeRay's pods in
+KubeRay's namespace, and letting out only what the run talks to (issues 18, 25)."""
+
+from dataclasses import replace
 
 import kubernetes_validate
 
@@ -19,7 +22,7 @@ def _run(math_s3, **spec):
 
 def test_policy_is_valid_and_selects_the_runs_pods(math_s3):
     run = _run(math_s3, maxRestarts=2)
-    policy = build_network_policy(run)
+    policy = build_network_policy(run, SETTINGS)
     kubernetes_validate.validate(policy, "1.32", strict=True)
     assert policy["metadata"]["namespace"] == "ml"
     rayjob = builders.build_rayjob(run, SETTINGS, attempt=1)
@@ -35,19 +38,65 @@ def test_policy_is_valid_and_selects_the_runs_pods(math_s3):
 
 def test_only_the_run_and_kuberay_get_in_whatever_maxrestarts(math_s3):
     run = _run(math_s3, maxRestarts=6)
-    rules = build_network_policy(run)["spec"]["ingress"]
-    assert policy_types(run) == ["Ingress"]
+    rules = build_network_policy(run, SETTINGS)["spec"]["ingress"]
+    assert policy_types(run) == ["Ingress", "Egress"]
     own, kuberay, metrics = rules
     assert own == {"from": [{"podSelector": {"matchLabels": {builders.LABEL_RUN: "qwen-run"}}}]}
-    assert build_network_policy(_run(math_s3, maxRestarts=0)) == build_network_policy(run)
+    assert build_network_policy(_run(math_s3, maxRestarts=0), SETTINGS) == build_network_policy(run, SETTINGS)
     assert kuberay["ports"] == [{"protocol": "TCP", "port": DASHBOARD_PORT}]
-    assert kuberay["from"][0]["podSelector"]["matchLabels"] == {"app.kubernetes.io/name": "kuberay-operator"}
+    # KubeRay's pods in KubeRay's namespace only: a tenant can label a pod of its own namespace
+    # kuberay-operator, but not rename its namespace (the API server sets that label).
+    assert kuberay["from"] == [{"namespaceSelector": {"matchLabels": {"kubernetes.io/metadata.name": "kuberay-system"}},
+                                "podSelector": {"matchLabels": {"app.kubernetes.io/name": "kuberay-operator"}}}]
     assert "from" not in metrics and metrics["ports"][0]["port"] == builders.TRAINING_METRICS_PORT
     assert all(r.get("ports") for r in rules[1:])  # beyond the run's own pods, only named ports
 
 
+def test_kuberay_elsewhere_and_the_api_servers_proxy_are_settings(math_s3):
+    settings = replace(SETTINGS, kuberay_namespace="ray-system", dashboard_cidrs=("198.18.0.1/32",))
+    _, kuberay, _ = build_network_policy(_run(math_s3), settings)["spec"]["ingress"]
+    assert kuberay["from"][0]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "ray-system"}
+    assert kuberay["from"][1:] == [{"ipBlock": {"cidr": "198.18.0.1/32"}}]
+
+
+def egress(run, settings=SETTINGS):
+    return build_network_policy(run, settings)["spec"]["egress"]
+
+
+def ports(rule):
+    return {(p["protocol"], p["port"]) for p in rule.get("ports", [])}
+
+
+def test_egress_reaches_its_own_pods_dns_the_api_server_and_storage_only(math_s3):
+    run = _run(math_s3, storage={"uri": "s3://runs-bucket/x", "endpoint": "http://10.1.2.3:8333"},
+               model={"source": "s3://models/qwen"})
+    rules = egress(run, replace(SETTINGS, api_server_cidrs=("10.0.0.1/32",)))
+    assert rules[0] == {"to": [{"podSelector": {"matchLabels": {builders.LABEL_RUN: "qwen-run"}}}]}
+    assert ports(rules[1]) == {("UDP", 53), ("TCP", 53)} and "to" not in rules[1]
+    assert rules[2] == {"to": [{"ipBlock": {"cidr": "10.0.0.1/32"}}],
+                        "ports": [{"protocol": "TCP", "port": 443}, {"protocol": "TCP", "port": 6443}]}
+    assert rules[3] == {"to": [{"ipBlock": {"cidr": "10.1.2.3/32"}}], "ports": [{"protocol": "TCP", "port": 8333}]}
+    assert len(rules) == 4  # nothing else: no hub, no tracking
+
+
+def test_egress_follows_what_the_spec_reads_and_reports_to(math_s3):
+    hub = _run(math_s3, storage={"uri": "s3://runs-bucket/x", "endpoint": "https://minio.storage.svc"},
+               tracking={"mlflow": {"trackingUri": "http://mlflow.tools:5000"}})
+    rules = egress(hub)
+    # A DNS name is no address a NetworkPolicy can name: the port alone.
+    assert {"ports": [{"protocol": "TCP", "port": 443}]} in rules
+    assert {"ports": [{"protocol": "TCP", "port": 5000}]} in rules
+    aws = egress(_run(math_s3, storage={"uri": "s3://runs-bucket/x"}, model={"source": "s3://models/qwen"}))
+    assert {"ports": [{"protocol": "TCP", "port": 443}]} in aws
+    extra = {"to": [{"ipBlock": {"cidr": "10.0.0.10/32"}}], "ports": [{"protocol": "TCP", "port": 3128}]}
+    assert extra in egress(hub, replace(SETTINGS, extra_egress=(extra,)))
+    open_egress = build_network_policy(hub, replace(SETTINGS, restrict_egress=False))["spec"]
+    assert open_egress["policyTypes"] == ["Ingress"] and "egress" not in open_egress
+    kubernetes_validate.validate(build_network_policy(hub, SETTINGS), "1.32", strict=True)
+
+
 def policy_types(run):
-    return build_network_policy(run)["spec"]["policyTypes"]
+    return build_network_policy(run, SETTINGS)["spec"]["policyTypes"]
 
 
 def test_the_operator_creates_it_and_ray_uses_token_auth(math_s3):

@@ -13,6 +13,11 @@ from empo_operator.settings import Settings, SettingsError, from_env
       "EMPO_METRICS_PORT": "9090", "EMPO_HEALTH_PORT": "0", "EMPO_LOG_FORMAT": "json"},
      Settings(trainer_image="img:1", default_storage_uri="s3://b/p", s3_endpoint="http://s3:8333",
               metrics_port=9090, health_port=0, log_format="json")),
+    ({"EMPO_KUBERAY_NAMESPACE": "ray-system", "EMPO_DASHBOARD_CIDRS": "198.18.0.1/32, 10.0.0.0/8",
+      "EMPO_RESTRICT_EGRESS": "false", "EMPO_API_SERVER_PORTS": "6443", "EMPO_API_SERVER_CIDRS": "10.0.0.1",
+      "EMPO_EXTRA_EGRESS": '[{"ports": [{"port": 3128}]}]'},
+     Settings(kuberay_namespace="ray-system", dashboard_cidrs=("198.18.0.1/32", "10.0.0.0/8"), restrict_egress=False,
+              api_server_ports=(6443,), api_server_cidrs=("10.0.0.1/32",), extra_egress=({"ports": [{"port": 3128}]},))),
 ])
 def test_from_env(env, expected):
     assert from_env(env) == expected
@@ -30,6 +35,11 @@ def test_defaults_are_the_documented_ones():
     ({"EMPO_RESTART_BACKOFF_SECONDS": "-1"}, "EMPO_RESTART_BACKOFF_SECONDS"),
     ({"EMPO_RESYNC_SECONDS": "0"}, "EMPO_RESYNC_SECONDS"),
     ({"EMPO_API_THREADS": "many"}, "EMPO_API_THREADS"),
+    ({"EMPO_DASHBOARD_CIDRS": "10.0.0.0/33"}, "EMPO_DASHBOARD_CIDRS"),
+    ({"EMPO_RESTRICT_EGRESS": "yes"}, "EMPO_RESTRICT_EGRESS"),
+    ({"EMPO_API_SERVER_PORTS": "443,0"}, "EMPO_API_SERVER_PORTS"),
+    ({"EMPO_EXTRA_EGRESS": '{"to": []}'}, "EMPO_EXTRA_EGRESS"),
+    ({"EMPO_EXTRA_EGRESS": "[{"}, "EMPO_EXTRA_EGRESS"),
 ])
 def test_bad_values_name_the_variable(env, names):
     with pytest.raises(SettingsError, match=names):

@@ -17,6 +17,15 @@
 {{- end }}
 {{- end }}
 
+{{/*
+The name of what a release creates outside its own namespace (ClusterRole, ClusterRoleBinding, the
+Roles in watched namespaces, the Grafana ConfigMap): the release namespace is part of it, so two
+releases of the same name in different namespaces install side by side.
+*/}}
+{{- define "empo-operator.globalName" -}}
+{{- printf "%s-%s" (include "empo-operator.fullname" .) .Release.Namespace | trunc 253 | trimSuffix "-" }}
+{{- end }}
+
 {{- define "empo-operator.selectorLabels" -}}
 app.kubernetes.io/name: {{ include "empo-operator.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
