@@ -193,14 +193,14 @@ def model_file(folder: Path, rel: str, uri: str) -> Path | None:
 
 
 def _download_s3_folder(uri: str) -> Path:
-    import boto3
+    from .storage.outage import s3_client
 
     problem = source_problem(uri)
     if problem:  # the models refuse it; this holds for a URI that never went through them
         raise ModelSourceError(f"spec.model.source {uri!r}: {problem}")
     bucket, _, prefix = uri[len("s3://"):].partition("/")
     prefix = prefix.rstrip("/") + "/" if prefix else ""
-    client = boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)
+    client = s3_client(os.environ.get("AWS_ENDPOINT_URL") or None)
     try:  # the download folder is named by the URI: it must stay inside the cache
         dest = join_inside(cache_dir() / "models" / "s3", f"{bucket}/{prefix}", "spec.model.source")
     except UnsafePathError as exc:

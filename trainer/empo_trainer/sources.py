@@ -56,16 +56,16 @@ def read_hf_rows(uri: str, split: str) -> list[dict[str, Any]]:
 def read_bytes(uri: str, local_path: Path | None = None) -> bytes:
     """The bytes of an s3:// object (endpoint from AWS_ENDPOINT_URL) or of a local file."""
     if uri.startswith("s3://"):
-        import boto3
-
         from empo_api.paths import source_problem
 
         problem = source_problem(uri)  # the models refuse it; this holds for URIs that never went through them
         if problem:
             raise SourceError(problem)
 
+        from .storage.outage import s3_client
+
         bucket, _, key = uri[len("s3://"):].partition("/")
-        client = boto3.client("s3", endpoint_url=os.environ.get("AWS_ENDPOINT_URL") or None)
+        client = s3_client(os.environ.get("AWS_ENDPOINT_URL") or None)
         try:
             return client.get_object(Bucket=bucket, Key=key)["Body"].read()
         except Exception as exc:

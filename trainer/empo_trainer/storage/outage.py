@@ -99,3 +99,16 @@ class OutageRetry:
                 log.warning("S3 endpoint %s unavailable (%s on %s); retrying for up to %.0f s more",
                             self.endpoint, cause, operation, left)
         return min(self._backoff.delay_amount(context), max(left, 0.0))
+
+
+def s3_client(endpoint_url: str | None = None):
+    """A plain boto3 S3 client (datasets and models read from s3:// URIs) with the outage window too."""
+    import boto3
+
+    from .backends import redact_url
+
+    client = boto3.client("s3", endpoint_url=endpoint_url)
+    window = default_window_s()
+    if window > 0:
+        OutageRetry(window, redact_url(endpoint_url) or "(AWS)").register(client)
+    return client
