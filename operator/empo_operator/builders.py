@@ -293,12 +293,18 @@ def ray_resources_param(resources: dict[str, int]) -> str:
     return "'" + json.dumps(resources) + "'"
 
 
+def pod_labels(run: EmpoRun, component: str, attempt: int) -> dict[str, str]:
+    """A pod's labels: the run's (its NetworkPolicy selects by them) and the attempt's, by which the
+    operator tells the current attempt's pods from a replaced one's."""
+    return {**labels(run, component), LABEL_ATTEMPT: str(attempt)}
+
+
 def _head_group(run: EmpoRun, spec: EmpoRunSpec, attempt: int) -> dict[str, Any]:
     return {
         # num-cpus 0: no actor lands on the head, so the worker groups hold the whole plan.
         "rayStartParams": {"num-cpus": "0"},
         "template": {
-            "metadata": {"labels": labels(run, "head")},
+            "metadata": {"labels": pod_labels(run, "head", attempt)},
             "spec": _with_platform({
                 "containers": [{
                     "name": "ray-head",
@@ -357,7 +363,7 @@ def _worker_group(run: EmpoRun, spec: EmpoRunSpec, attempt: int, group: GroupPla
         # Through `ray start --resources` (quoted as KubeRay quotes it: the shell unquotes it),
         # which every KubeRay >= 1.3 keeps; workerGroupSpecs[].resources needs KubeRay >= 1.5.
         "rayStartParams": {"resources": ray_resources_param({group_resource(group.name): group.bundles_per_pod})},
-        "template": {"metadata": {"labels": labels(run, group.name)}, "spec": pod_spec},
+        "template": {"metadata": {"labels": pod_labels(run, group.name, attempt)}, "spec": pod_spec},
     }
 
 
@@ -366,7 +372,7 @@ def _worker_group(run: EmpoRun, spec: EmpoRunSpec, attempt: int, group: GroupPla
 SUBMITTER_RESOURCES = {"requests": {"cpu": "100m", "memory": "256Mi"}, "limits": {"cpu": "1", "memory": "1Gi"}}
 
 
-def _submitter_template(run: EmpoRun, spec: EmpoRunSpec) -> dict[str, Any]:
+def _submitter_template(run: EmpoRun, spec: EmpoRunSpec, attempt: int) -> dict[str, Any]:
     """KubeRay's submitter pod (K8sJobMode): labelled as the run's, so the run's NetworkPolicy admits it
     to the dashboard whatever the attempt; pulled and prioritised like the run's other pods."""
     pod_spec: dict[str, Any] = {
@@ -375,7 +381,7 @@ def _submitter_template(run: EmpoRun, spec: EmpoRunSpec) -> dict[str, Any]:
         "containers": [{"name": "ray-job-submitter", "image": spec.ray.image, "resources": SUBMITTER_RESOURCES}],
         **_pod_platform(run, spec),
     }
-    return {"metadata": {"labels": labels(run, "submitter")}, "spec": pod_spec}
+    return {"metadata": {"labels": pod_labels(run, "submitter", attempt)}, "spec": pod_spec}
 
 
 def pod_templates(rayjob: dict[str, Any]) -> list[tuple[str, dict[str, Any]]]:
@@ -417,7 +423,7 @@ def build_rayjob(run: EmpoRun, settings: Settings, attempt: int = 0,
         # The operator retries failed attempts itself (each resumes from checkpoints/LATEST).
         "backoffLimit": 0,
         "suspend": spec.suspend,
-        "submitterPodTemplate": _submitter_template(run, spec),
+        "submitterPodTemplate": _submitter_template(run, spec, attempt),
         "rayClusterSpec": {
             "rayVersion": spec.ray.ray_version,
             # Ray token auth: KubeRay generates the token into a Secret and hands it to every Ray

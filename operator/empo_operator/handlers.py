@@ -34,7 +34,7 @@ from kubernetes.client.exceptions import ApiException
 
 from empo_api.models import API_VERSION, GROUP, PLURAL, VERSION, EmpoRun
 
-from . import builders, lifecycle, metrics
+from . import builders, lifecycle, metrics, pod_causes
 from .kube import Kube, owner_uids
 from .settings import Settings, from_env
 from .status import PRE_RUNNING_DEADLINE, TERMINAL, Event, Observation, Problem, next_status
@@ -97,6 +97,7 @@ def init_memo(memo: kopf.Memo) -> None:
     """The operator's in-process state: backoff wake-ups, the watches' latest copies of runs and
     RayJobs, and one lock per run."""
     memo.wakeups, memo.runs, memo.rayjobs, memo.locks = {}, {}, {}, {}
+    memo.pods = {}  # (namespace, run) -> pod name -> pod_causes.slim_pod
 
 
 @kopf.on.cleanup()
@@ -200,7 +201,8 @@ async def _reconcile_with_retries(memo: kopf.Memo, namespace: str, name: str, bo
         if run is None or (run.get("metadata") or {}).get("deletionTimestamp"):
             return  # the run is gone; the garbage collector takes its children
         try:
-            delay = await _reconcile(memo.kube, memo.settings, run, memo.rayjobs, fresh)
+            delay = await _reconcile(memo.kube, memo.settings, run, memo.rayjobs, fresh,
+                                     memo.get("pods", {}).get((namespace, name), {}))
         except Conflict:
             continue
         if delay is not None:
@@ -210,8 +212,10 @@ async def _reconcile_with_retries(memo: kopf.Memo, namespace: str, name: str, bo
 
 
 async def _reconcile(kube: Kube, settings: Settings, run: dict[str, Any],
-                     rayjobs: dict[tuple[str, str], dict[str, Any]], fresh: bool) -> float | None:
-    """One pass; returns the seconds until a backoff ends when the run waits for one."""
+                     rayjobs: dict[tuple[str, str], dict[str, Any]], fresh: bool,
+                     pods: dict[str, dict[str, Any]] | None = None) -> float | None:
+    """One pass; returns the seconds until a backoff ends when the run waits for one. `pods`: the
+    watch's slim copies of the run's pods."""
 
     async def act() -> None:
         # A stale copy (a status from before our last write) would start an attempt again or
@@ -281,10 +285,14 @@ async def _reconcile(kube: Kube, settings: Settings, run: dict[str, Any],
         elif rayjob is not None:
             await _sync_rayjob(kube, rayjob, model, act)
 
+    queued = bool(spec.get("queueName"))
+    # The operator's default deadline spares queued runs: waiting for Kueue's admission is their normal.
+    deadline = spec.get("preRunningDeadlineSeconds") or (None if queued else settings.pre_running_deadline_seconds)
     obs = Observation(rayjob=rayjob, rayjob_name=rj_name, suspend=bool(spec.get("suspend", False)),
                       restarts=attempt, max_restarts=int(spec.get("maxRestarts", 3)),
-                      generation=meta.get("generation"), problem=problem, queued=bool(spec.get("queueName")),
-                      pre_running_expired=_pre_running_expired(rayjob, spec.get("preRunningDeadlineSeconds"), status))
+                      generation=meta.get("generation"), problem=problem, queued=queued,
+                      pre_running_expired=_pre_running_expired(rayjob, deadline, status),
+                      blocked=await _blocked(kube, rayjob, attempt, pods or {}))
     upd = next_status(status, obs, stamp(now()))
     patch, events = dict(upd.patch), list(upd.events)
     if rayjob is not None and status.get("nextAttemptTime"):
@@ -317,6 +325,26 @@ async def _reconcile(kube: Kube, settings: Settings, run: dict[str, Any],
         # Release whatever part of the cluster did get scheduled.
         await io(kube.delete, *RAYJOB, namespace, rj_name, rayjob["metadata"].get("uid"))
     return wait if rayjob is None and wait > 0 else None
+
+
+async def _blocked(kube: Kube, rayjob: dict[str, Any] | None, attempt: int,
+                   pods: dict[str, dict[str, Any]]) -> tuple[str, str] | None:
+    """What keeps the attempt's pods from running (pod_causes), while its job is not running yet."""
+    if rayjob is None:
+        return None
+    deployment, job = ((rayjob.get("status") or {}).get(k) or "" for k in ("jobDeploymentStatus", "jobStatus"))
+    if deployment not in ("", "New", "Initializing", "Waiting", "Running") or job not in ("", "PENDING"):
+        return None  # running, or ended: KubeRay's own status says what happened
+    mine = [p for p in pods.values() if p["labels"].get(builders.LABEL_ATTEMPT) == str(attempt)]
+    warnings: list[dict[str, Any]] = []
+    cluster = (rayjob.get("status") or {}).get("rayClusterName")
+    if cluster and not any(p["labels"].get(builders.LABEL_COMPONENT) == "head" for p in mine):
+        # No head pod yet: did the API server refuse to create it? KubeRay says so only in an Event.
+        events = await io(kube.list, "v1", "events", rayjob["metadata"]["namespace"],
+                          f"involvedObject.name={cluster},type=Warning")
+        warnings = sorted(events, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "", reverse=True)
+    cause = pod_causes.first_cause(mine, warnings)
+    return cause.as_tuple() if cause else None
 
 
 def _pre_running_expired(rayjob: dict[str, Any] | None, deadline: int | None, status: dict[str, Any]) -> bool:
@@ -404,6 +432,27 @@ async def run_seen(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any)
         memo.locks.pop(key, None)
     else:
         memo.runs[key] = dict(body)
+
+
+@kopf.on.event("", "v1", "pods", labels={builders.LABEL_RUN: kopf.PRESENT})
+async def pod_changed(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
+    """Keep a slim copy of each pod of a run; reconcile the run when what keeps it from running
+    changes (a pod turned Unschedulable, ImagePullBackOff, OOMKilled, ... or recovered)."""
+    namespace, labels = body.meta["namespace"], body.meta.get("labels") or {}
+    key, name = (namespace, labels[builders.LABEL_RUN]), body.meta["name"]
+    pods = memo.pods.setdefault(key, {})
+    before = pod_causes.first_cause([pods[name]]) if name in pods else None
+    if type == "DELETED":
+        pods.pop(name, None)
+        after = None
+    else:
+        pods[name] = pod_causes.slim_pod(dict(body))
+        after = pod_causes.first_cause([pods[name]])
+    if not pods:
+        memo.pods.pop(key, None)
+    run = memo.runs.get(key)
+    if before != after and run is not None and (run.get("status") or {}).get("phase") not in TERMINAL:
+        await reconcile(memo, namespace, key[1], run)
 
 
 @kopf.on.event("ray.io", "v1", "rayjobs", labels={builders.LABEL_RUN: kopf.PRESENT})

@@ -60,13 +60,13 @@ def object_path(api_version: str, plural: str, namespace: str, name: str | None 
 
 
 def request(api: client.ApiClient, method: str, path: str, body: Any = None, content_type: str | None = None,
-            timeout: tuple[float, float] = REQUEST_TIMEOUT) -> Any:
+            timeout: tuple[float, float] = REQUEST_TIMEOUT, query: list[tuple[str, str]] | None = None) -> Any:
     """One API call; the decoded JSON answer, ApiException (with .status) on an HTTP error."""
     headers = {"Accept": "application/json"}
     if content_type:
         headers["Content-Type"] = content_type
-    _, url, headers, body, _ = api.param_serialize(method, path, header_params=headers, body=body,
-                                                    auth_settings=["BearerToken"])
+    _, url, headers, body, _ = api.param_serialize(method, path, query_params=query, header_params=headers,
+                                                    body=body, auth_settings=["BearerToken"])
     resp = api.call_api(method, url, header_params=headers, body=body, _request_timeout=timeout)
     data = resp.read()
     if not 200 <= resp.status < 300:
@@ -113,6 +113,12 @@ class Kube:
             if exc.status == 404:
                 return None
             raise
+
+    def list(self, api_version: str, plural: str, namespace: str, field_selector: str = "") -> list[dict[str, Any]]:
+        """The items of a namespaced list, narrowed by a field selector (e.g. involvedObject.name=x)."""
+        query = [("fieldSelector", field_selector)] if field_selector else None
+        answer = request(self.api, "GET", object_path(api_version, plural, namespace), query=query)
+        return (answer or {}).get("items") or []
 
     def patch(self, api_version: str, plural: str, namespace: str, name: str, patch: dict[str, Any],
               subresource: str | None = None, resource_version: str | None = None) -> dict[str, Any] | None:

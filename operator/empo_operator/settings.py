@@ -14,6 +14,7 @@
 | EMPO_RESTART_BACKOFF_MAX_SECONDS | 600                        | cap of the retry delay                                    |
 | EMPO_RESYNC_SECONDS       | 30                                | every live run is reconciled this often (repairs drift)   |
 | EMPO_API_THREADS          | 32                                | threads making API calls (asyncio's default executor)     |
+| EMPO_PRE_RUNNING_DEADLINE_SECONDS | 3600                      | a run's attempt that has not started running by then fails (spec.preRunningDeadlineSeconds overrides; not for runs in a Kueue queue); 0: none |
 | EMPO_KUBERAY_NAMESPACE    | kuberay-system                    | KubeRay's namespace: its pods may reach a run's dashboard |
 | EMPO_DASHBOARD_CIDRS      | ""                                | comma list of CIDRs also admitted to a run's dashboard    |
 | EMPO_RESTRICT_EGRESS      | true                              | the runs' NetworkPolicies limit egress too                |
@@ -52,6 +53,7 @@ class Settings:
     restart_backoff_max_seconds: float = 600.0
     resync_seconds: float = 30.0
     api_threads: int = 32
+    pre_running_deadline_seconds: float = 3600.0
     kuberay_namespace: str = "kuberay-system"
     dashboard_cidrs: tuple[str, ...] = ()
     restrict_egress: bool = True
@@ -113,6 +115,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         restart_backoff_max_seconds=_float(env, "EMPO_RESTART_BACKOFF_MAX_SECONDS", 600.0),
         resync_seconds=_positive(env, "EMPO_RESYNC_SECONDS", 30.0),
         api_threads=int(_positive(env, "EMPO_API_THREADS", 32)),
+        pre_running_deadline_seconds=_float(env, "EMPO_PRE_RUNNING_DEADLINE_SECONDS", 3600.0),
         kuberay_namespace=env.get("EMPO_KUBERAY_NAMESPACE", "").strip() or "kuberay-system",
         dashboard_cidrs=_cidrs(env, "EMPO_DASHBOARD_CIDRS"),
         restrict_egress=_bool(env, "EMPO_RESTRICT_EGRESS", True),

@@ -39,7 +39,10 @@ Conditions (kstatus: Reconciling and Stalled are "abnormal-true"; Argo CD and Fl
 | Failed       | False | False                           | True    | False     | False     | True   |
 
 A refused spec change (immutable field, or a change the models reject) keeps the phase and sets
-Stalled True with the field in the message until the spec is put back. lastTransitionTime changes
+Stalled True with the field in the message until the spec is put back. While the attempt is not
+running, what keeps its pods from running (pod_causes: PodCreationRefused, Unschedulable,
+ImagePullBackOff, CrashLoopBackOff, OOMKilled, Evicted, ...) sets Stalled True with that reason and
+the pod it came from, until it clears. lastTransitionTime changes
 only when a condition's status flips.
 """
 
@@ -81,6 +84,8 @@ class Observation:
     max_restarts: int = 3
     generation: int | None = None
     problem: Problem | None = None  # a refused spec (changes nothing else)
+    # (reason, message) of what keeps the attempt's pods from running (pod_causes.first_cause)
+    blocked: tuple[str, str] | None = None
     invalid_at_creation: bool = False  # the spec never passed: the run cannot start at all
     queued: bool = False  # spec.queueName is set (Kueue keeps the RayJob suspended until admitted)
     # The attempt has not run for spec.preRunningDeadlineSeconds since its RayJob was created.
@@ -147,10 +152,11 @@ def verdict(obs: Observation, old_phase: str | None) -> Verdict:
     waiting = deployment in _STARTING or (deployment == "Running" and job in ("", "PENDING")) \
         or (deployment in ("Suspending", "Suspended") and obs.queued and not obs.suspend)
     if waiting and obs.pre_running_expired:
+        why = f"{obs.blocked[0]}: {obs.blocked[1]}" if obs.blocked else "are the GPUs it asks for available?"
         return Verdict(FAILED, PRE_RUNNING_DEADLINE,
-                       f"RayJob {name} did not start running within spec.preRunningDeadlineSeconds "
-                       f"({deployment or 'created'}{', waiting for Kueue' if obs.queued else ''}): "
-                       f"are the GPUs it asks for available?")
+                       f"RayJob {name} did not start running within spec.preRunningDeadlineSeconds (default: the "
+                       f"operator's preRunningDeadlineSeconds) "
+                       f"({deployment or 'created'}{', waiting for Kueue' if obs.queued else ''}): {why}")
     if deployment == "Retrying":
         return Verdict(RESTARTING, "Retrying", f"KubeRay is retrying RayJob {name}")
     if deployment in ("Suspending", "Suspended"):
@@ -182,6 +188,8 @@ def _conditions_for(v: Verdict, obs: Observation) -> dict[str, tuple[bool, str, 
         "Succeeded": (p == SUCCEEDED, r, m),
         "Failed": (p == FAILED, r, m),
     }
+    if obs.blocked is not None and p in (PENDING, INITIALIZING, RESTARTING):
+        out["Stalled"] = (True, *obs.blocked)
     if obs.problem is not None and not obs.invalid_at_creation:
         out["Stalled"] = (True, obs.problem.reason, obs.problem.message)
     if obs.invalid_at_creation and obs.problem is not None:

@@ -28,7 +28,11 @@ RUN_RULES = {
     ("rbac.authorization.k8s.io", "rolebindings"): {"create", "get"},
     ("networking.k8s.io", "networkpolicies"): {"create", "get"},
     ("ray.io", "rayjobs"): {"create", "get", "list", "watch", "patch", "delete"},
-    ("", "events"): {"create"},
+    # Events on the EmpoRun; and a RayCluster's Warning events read (list) while its head pod does
+    # not exist: KubeRay reports a refused pod creation only there.
+    ("", "events"): {"create", "list"},
+    # the run's pods, watched (kopf) for what keeps them from running (pod_causes).
+    ("", "pods"): {"list", "watch"},
 }
 # Cluster-scoped in both modes: kopf's CRD discovery.
 CLUSTER_RULES = {("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"}}

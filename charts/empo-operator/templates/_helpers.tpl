@@ -96,10 +96,16 @@ Role per watched namespace otherwise. Each verb is one the operator (or kopf und
 - apiGroups: [ray.io]
   resources: [rayjobs]
   verbs: [create, get, list, watch, patch, delete]
-# kopf and the operator post Events on the EmpoRun.
+# kopf and the operator post Events on the EmpoRun; while an attempt's head pod does not exist the
+# operator lists its RayCluster's Warning events (KubeRay reports a refused pod creation only there).
 - apiGroups: [""]
   resources: [events]
-  verbs: [create]
+  verbs: [create, list]
+# The runs' pods (label empo.dev/run), watched for what keeps them from running: Unschedulable,
+# image pulls, crash loops, OOM kills, evictions. Read only.
+- apiGroups: [""]
+  resources: [pods]
+  verbs: [list, watch]
 {{- if and .Values.peering.name (gt (len .Values.watchNamespaces) 0) }}
 # kopf peering (namespaced): take part in the KopfPeering of each watched namespace.
 - apiGroups: [kopf.dev]
