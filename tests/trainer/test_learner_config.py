@@ -88,8 +88,10 @@ def test_grpo_config_reflects_the_spec(tmp_path):
 
 def test_group_starts_dedupes_trl_repeats():
     assert _group_starts(["a", "a", "b", "b"], 2) == ["a", "b"]
-    with pytest.raises(RuntimeError, match="multiple of numGenerations"):
-        _group_starts(["a", "a", "b"], 2)
+    assert _group_starts(["a", "a", "b", "b"], 2, 4) == ["a", "b"]
+    assert _group_starts(["a", "b"], 2, 4) == ["a", "b"]  # TRL's documented contract: no duplication
+    with pytest.raises(RuntimeError, match="either 2 unique prompts or 4"):
+        _group_starts(["a", "a", "b"], 2, 4)
 
 
 def test_step_record_renames_and_times():

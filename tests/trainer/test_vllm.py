@@ -83,6 +83,17 @@ def test_each_prompt_draws_from_its_own_seed(sampler):
     assert first[0] != first[1]  # one seed per prompt: the same question twice is sampled twice
 
 
+def test_no_sample_reuses_another_prompts_stream(sampler):
+    # vLLM seeds sample j of a request with seed + j: prompt seeds one apart made sample 1 of
+    # prompt 0 the very same draw as sample 0 of prompt 1 (the same question twice showed it)
+    params = SamplingParams(n=2, temperature=1.0, max_new_tokens=8, seed=5)
+    out = [g.completion_ids for g in sampler.generate(["a b c", "a b c"], params)]
+    assert out[0][1] != out[1][0]
+    old_seeds = [g.completion_ids for g in sampler.generate(["a b c", "a b c"], SamplingParams(
+        n=2, temperature=1.0, max_new_tokens=8, prompt_seeds=(11, 12)))]
+    assert old_seeds[0][1] == old_seeds[1][0]  # what the engine does with seeds one apart
+
+
 def test_a_seeded_batch_over_the_token_budget_is_sampled(sampler):
     # An evaluation's batch: many prompts, n samples each, one seed per prompt. Over the engine's
     # token budget a chunked prefill used to kill the CPU engine (its generators cannot rewind).

@@ -115,11 +115,48 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
-def _group_starts(prompts: Sequence[Any], group: int) -> list[Any]:
-    """TRL repeats each prompt G times consecutively; we generate G samples per unique prompt."""
-    if len(prompts) % group:
-        raise RuntimeError(f"rollout got {len(prompts)} prompts, not a multiple of numGenerations={group}")
-    return [prompts[i] for i in range(0, len(prompts), group)]
+def _process_index(trainer: Any) -> int:
+    """This learner's data-parallel rank (TRL's accelerator); 0 for a trainer without one."""
+    return getattr(getattr(trainer, "accelerator", None), "process_index", 0)
+
+
+def _group_starts(prompts: Sequence[Any], group: int, per_process: int | None = None) -> list[Any]:
+    """The unique prompts of one rollout call; the engine samples G completions for each.
+
+    TRL's rollout_func contract says a process's prompts arrive without duplication, while TRL
+    1.16's sampler (RepeatSampler) passes every prompt G times in a row. Which one arrived is
+    decided by the count TRL expects (`per_process` completions per generation on this process):
+    len x G of it means unique prompts, len of it means copies, and copies must be copies, so
+    a change in TRL fails here instead of grouping the wrong prompts. Without the count (a
+    trainer that has none), G identical prompts in a row are copies, anything else unique."""
+    if per_process is not None:
+        if len(prompts) * group == per_process:
+            return list(prompts)
+        if len(prompts) != per_process:
+            raise RuntimeError(
+                f"rollout got {len(prompts)} prompts; TRL's batch on this process holds {per_process} completions, "
+                f"so either {per_process // group} unique prompts or {per_process} (numGenerations={group} copies each)")
+    elif len(prompts) % group:
+        return list(prompts)
+    starts = [prompts[i] for i in range(0, len(prompts), group)]
+    for k, first in enumerate(starts):
+        if any(prompts[k * group + j] != first for j in range(1, group)):
+            if per_process is None:
+                return list(prompts)
+            raise RuntimeError(
+                f"rollout got {len(prompts)} prompts, as many as TRL's completions on this process, but they are "
+                f"not numGenerations={group} copies of each prompt in a row (prompt {k * group + 1} differs from "
+                f"prompt {k * group}): the installed TRL passes prompts in a way this engine does not know")
+    return starts
+
+
+def _per_process_completions(trainer: Any) -> int | None:
+    """Completions one generation holds on this process (TRL's per-device batch x steps_per_generation)."""
+    args = getattr(trainer, "args", None)
+    try:
+        return int(args.per_device_train_batch_size) * int(args.steps_per_generation)
+    except (AttributeError, TypeError):
+        return None
 
 
 @dataclass
@@ -215,16 +252,19 @@ class RolloutEngine:
         return out
 
     def __call__(self, prompts: list[Any], trainer: Any) -> dict[str, list]:
-        from .sampling import SamplingParams
+        from .sampling import SamplingParams, stream_seed
 
         a = self.spec.algorithm
         step = trainer.state.global_step
         if self.remote_samplers and step != self._synced_step:
             self.sync(trainer)
+        # A stream per (run seed, step, learner rank): data-parallel ranks sample prompts of their
+        # own, and with one seed for all of them every rank drew the same random numbers.
         params = SamplingParams(n=a.num_generations, temperature=a.temperature, top_p=a.top_p,
-                                max_new_tokens=a.max_completion_length, seed=a.seed * 100_003 + step)
+                                max_new_tokens=a.max_completion_length,
+                                seed=stream_seed(a.seed, step, _process_index(trainer)))
         start = time.perf_counter()
-        unique = _group_starts(prompts, a.num_generations)
+        unique = _group_starts(prompts, a.num_generations, _per_process_completions(trainer))
         self.stats.batch_digest = hashlib.sha1(json.dumps(unique, sort_keys=True).encode()).hexdigest()[:12]
         generations = self._generate(unique, params)
         rows = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 from dataclasses import dataclass, field
 from typing import Any, Iterable, Protocol, Sequence
 
@@ -17,7 +18,7 @@ class SamplingParams:
     top_p: float = 1.0
     max_new_tokens: int = 256
     seed: int | None = None
-    # one per prompt (vLLM draws each prompt's samples from its own stream); default: derived from seed
+    # one per prompt (vLLM draws sample j of a prompt seeded s from seed s + j); default: derived from seed
     prompt_seeds: tuple[int, ...] | None = None
 
     @property
@@ -25,15 +26,25 @@ class SamplingParams:
         return self.temperature == 0.0
 
 
+def stream_seed(*parts: int) -> int:
+    """A seed for the random stream named by `parts` (run seed, step, rank, ...): a hash, so nearby
+    names (step 1 rank 0, step 0 rank 1) get unrelated seeds. Below 2**62: room for + i x n."""
+    digest = hashlib.blake2b(":".join(map(str, parts)).encode(), digest_size=8).digest()
+    return int.from_bytes(digest, "big") >> 2
+
+
 def prompt_seeds(params: SamplingParams, count: int) -> list[int | None]:
-    """One seed per prompt: with a shared seed, sample i of every prompt would draw the same random stream."""
+    """One seed per prompt, n apart: vLLM seeds sample j of a prompt seeded s with s + j (its
+    parallel sampling), so prompt i gets base + i x n and the batch's count x n samples draw count x n
+    different streams (seeds i apart let sample j of prompt i reuse sample j - 1 of prompt i + 1)."""
     if params.prompt_seeds is not None:
         if len(params.prompt_seeds) != count:
             raise ValueError(f"{len(params.prompt_seeds)} prompt seeds for {count} prompts")
         return list(params.prompt_seeds)
     if params.seed is None:
         return [None] * count
-    return [(params.seed * 1_000_003 + i) % 2**63 for i in range(count)]
+    base = stream_seed(params.seed)
+    return [base + i * max(1, params.n) for i in range(count)]
 
 
 @dataclass

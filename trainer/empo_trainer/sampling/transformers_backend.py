@@ -7,7 +7,7 @@ from typing import Any, Sequence
 import torch
 
 from ..model_source import load_causal_lm, load_tokenizer
-from .base import Generation, Prompt, SamplingParams
+from .base import Generation, Prompt, SamplingParams, prompt_seeds
 from .chat import render_prompt_ids
 
 
@@ -56,8 +56,11 @@ class TransformersSampler:
 
     @torch.inference_mode()
     def _generate(self, prompts: Sequence[Prompt], params: SamplingParams) -> list[Generation]:
-        if params.seed is not None:
-            torch.manual_seed(params.seed)
+        seeds = prompt_seeds(params, len(prompts))
+        if seeds and seeds[0] is not None:
+            # One stream for the whole call (generate() has one generator), named by the first
+            # prompt's seed: engines that share a batch get disjoint prompt seeds, hence own streams.
+            torch.manual_seed(seeds[0])
         prompt_ids = [render_prompt_ids(self.tokenizer, p, self.max_prompt_length) for p in prompts]
         results = [Generation(prompt_ids=ids, completion_ids=[], texts=[], logprobs=[], finished=[]) for ids in prompt_ids]
         per_call = max(1, self.batch_size // max(1, params.n))
