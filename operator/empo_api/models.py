@@ -342,7 +342,10 @@ class AlgorithmSpec(_Model):
 
     num_generations: int = Field(7, ge=2, le=256, description="G: completions sampled per prompt.")
     temperature: float = Field(0.9, gt=0.0, le=2.0, description="Sampling temperature of training rollouts.")
-    top_p: float = Field(1.0, gt=0.0, le=1.0, description="Nucleus sampling of training rollouts.")
+    top_p: float = Field(
+        1.0, gt=0.0, le=1.0, description="Nucleus sampling of training rollouts. Below 1 only when generation runs "
+        "in the learners (sampler.replicas 0): engines of their own return log-probs renormalised over the nucleus, "
+        "which the learner's importance-sampling correction cannot match yet.")
     max_prompt_length: int = Field(512, ge=8, le=131072, description="Prompt tokens; longer prompts are cut on the left.")
     max_completion_length: int = Field(2048, ge=1, le=131072, description="Completion tokens per sample.")
     learning_rate: float = Field(1e-6, gt=0.0, le=1.0, description="Learner learning rate (constant, no warmup).")
@@ -436,6 +439,11 @@ class SamplerSpec(_Model):
                 f"gpusPerReplica ({self.gpus_per_replica}) must be a multiple of tensorParallelSize ({self.tensor_parallel_size})"
             )
         return self
+
+    def engines_of_their_own(self) -> bool:
+        """Generation runs outside the learners (placement.is_colocated is the negation): any vLLM
+        replica (vLLM's CPU build included), or transformers replicas with GPUs of their own."""
+        return self.replicas > 0 and (self.gpus_per_replica > 0 or self.backend == SamplerBackend.vllm.value)
 
     def engines(self) -> int:
         """Sampler engines: one per tensorParallelSize GPUs of every pod; 0 when colocated."""
@@ -753,6 +761,12 @@ class TrackingSpec(_Model):
     wandb: WandbSpec | None = Field(None, description="Log the run to Weights & Biases.")
 
 
+_TOP_P_REFUSAL = (
+    "algorithm.topP below 1 needs generation in the learners (sampler.replicas 0): sampler engines of their own "
+    "return log-probs renormalised over the nucleus, and the learner's importance-sampling correction compares them "
+    "with its full-softmax log-probs, down-weighting every token; set algorithm.topP 1, or sampler.replicas 0")
+
+
 # Learner processes in CEL: one per GPU, one per pod on CPU (LearnerSpec.ranks).
 _LEARNER_RANKS = "(self.learner.gpusPerReplica > 0 ? self.learner.replicas * self.learner.gpusPerReplica : self.learner.replicas)"
 
@@ -775,6 +789,9 @@ class EmpoRunSpec(_Model):
                 "(self.sampler.replicas > 0 && self.sampler.gpusPerReplica > 0)",
                 "learner.sharding needs sampler engines of their own (sampler.replicas and gpusPerReplica above 0): "
                 "sharded learners cannot generate one by one"),
+            cel("self.algorithm.topP >= 1.0 || self.sampler.replicas == 0 || "
+                "(self.sampler.gpusPerReplica == 0 && self.sampler.backend != 'vllm')",
+                _TOP_P_REFUSAL),
         )
     )
 
@@ -815,6 +832,8 @@ class EmpoRunSpec(_Model):
             raise ValueError("algorithm.reward gold needs dataset.answerField (the gold answers)")
         self.batch_geometry()
         self._samplers_feed_learners()
+        if self.algorithm.top_p < 1.0 and self.sampler.engines_of_their_own():
+            raise ValueError(f"algorithm.topP is {self.algorithm.top_p}, but {_TOP_P_REFUSAL}")
         size = len(self.model_dump_json(by_alias=True, exclude_none=True))
         if size > MAX_SPEC_BYTES:  # the spec travels in a ConfigMap (1 MiB at most) and in the RayJob
             raise ValueError(f"the spec is {size} bytes as JSON; at most {MAX_SPEC_BYTES} fit the run's ConfigMap")

@@ -118,3 +118,26 @@ def test_exponent_floats_read_as_numbers_like_kubectl():
     (doc,) = load_yaml_documents(text)
     assert doc["spec"]["algorithm"]["learningRate"] == 1e-06
     assert validate_manifest(doc) == []
+
+
+@pytest.mark.parametrize("sampler", [{"backend": "vllm", "gpusPerReplica": 0},  # vLLM's CPU build: its own engine
+                                     {"backend": "vllm", "gpusPerReplica": 1},
+                                     {"backend": "transformers", "gpusPerReplica": 1}])
+def test_top_p_below_1_with_sampler_engines_of_their_own_is_refused(sampler):
+    """Their processed log-probs are renormalised over the nucleus, the learner's are not: the
+    importance-sampling ratio would down-weight every token (max log-prob gap 0.22 at topP 0.8)."""
+    doc = _with("spec.algorithm.topP", 0.8)
+    doc["spec"]["sampler"] = sampler
+    doc["spec"]["learner"] = {"gpusPerReplica": 1}
+    errors = validate_manifest(doc)
+    assert any("algorithm.topP is 0.8" in e.message and "sampler.replicas 0" in e.message for e in errors), \
+        [str(e) for e in errors]
+
+
+def test_top_p_below_1_generating_in_the_learners_is_accepted():
+    for sampler in ({"backend": "transformers", "gpusPerReplica": 0}, {"backend": "vllm", "replicas": 0}):
+        doc = _with("spec.algorithm.topP", 0.8)
+        doc["spec"]["sampler"] = sampler
+        doc["spec"]["learner"] = {"gpusPerReplica": 1}
+        assert not validate_manifest(doc), [str(e) for e in validate_manifest(doc)]
+    assert not validate_manifest(_with("spec.algorithm.topP", 1.0))
