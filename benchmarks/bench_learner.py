@@ -103,7 +103,11 @@ def worker(args) -> None:
         torch.cuda.reset_peak_memory_stats()
     trainer.train()
     masters = sorted({str(p.dtype) for p in trainer.model.parameters()})
-    result = {"rank": rank, "step_seconds": times[1:] or times, "masters": masters,
+    from torch.distributed.tensor import DTensor
+
+    # what ran, not what was asked: one process (or learner.sharding none) trains unsharded
+    sharded = any(isinstance(p, DTensor) for p in trainer.model_wrapped.parameters())
+    result = {"rank": rank, "step_seconds": times[1:] or times, "masters": masters, "sharded": sharded,
               "peak_gpu_gib": torch.cuda.max_memory_allocated() / 2**30 if gpu else None,
               "device": torch.cuda.get_device_name() if gpu else "cpu", "params": params}
     Path(args.out, f"rank{rank}.json").write_text(json.dumps(result))
@@ -138,20 +142,28 @@ def launch(args) -> dict:
         if p.returncode:
             raise SystemExit(f"learner process failed:\n{log[-4000:]}")
     ranks = [json.loads((out / f"rank{r}.json").read_text()) for r in range(processes)]
+    return summarize(args, processes, ranks, bool(gpus))
+
+
+def summarize(args, processes: int, ranks: list[dict], gpu: bool) -> dict:
+    """The run's figures from every rank's result; `sharding` is what the ranks ran (none when
+    their parameters were not sharded, e.g. one process), `requested_sharding` what was asked."""
     step = statistics.mean(max(r["step_seconds"][i] for r in ranks) for i in range(len(ranks[0]["step_seconds"])))
     tokens = processes * args.micro * (args.prompt_tokens + args.completion_tokens)
     device = ranks[0]["device"]
     peak = next((v for k, v in PEAK_BF16.items() if k in device), None)
     params = ranks[0]["params"]
     summary = {
-        "model": args.model, "params": params, "processes": processes, "device": device, "sharding": args.sharding,
+        "model": args.model, "params": params, "processes": processes, "device": device,
+        "sharding": args.sharding if all(r.get("sharded") for r in ranks) else "none",
+        "requested_sharding": args.sharding,
         "micro_batch": args.micro, "sequence": args.prompt_tokens + args.completion_tokens,
         "step_seconds": step, "tokens_per_second": tokens / step,
         "mfu": 6 * params * tokens / step / (processes * peak) if peak else None,
         "peak_gpu_gib": max(r["peak_gpu_gib"] for r in ranks) if ranks[0]["peak_gpu_gib"] is not None else None,
         "master_dtypes": ranks[0]["masters"],
     }
-    summary["plan_gib"] = _planned(args, processes, bool(gpus))
+    summary["plan_gib"] = _planned(args, processes, gpu)
     return summary
 
 

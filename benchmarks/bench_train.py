@@ -63,7 +63,9 @@ def run_variant(variant: str, model: str, steps: int, prompts: int, generations:
     spec = _spec(model, prompts, generations, tokens, gpu)
     path = model_source.resolve(model)
     tokenizer = model_source.load_tokenizer(path)
-    policy = model_source.load_causal_lm(path, "bfloat16" if gpu else "float32")
+    # fp32 master weights with bf16 compute (GRPOConfig bf16 on GPUs), as LearnerActor loads them:
+    # a bf16 policy would measure another learner (and round away updates at lr 1e-6)
+    policy = model_source.load_causal_lm(path, "float32")
     examples = load_examples(spec.dataset, spec.prompt)
     out = f"/tmp/empo-bench-train-{variant}"
     config = GRPOConfig(**grpo_config_kwargs(spec, out, max_steps=steps + 1, use_cpu=not gpu) | {"save_strategy": "no"})
@@ -120,7 +122,7 @@ def main() -> None:
     parser.add_argument("--prompts", type=int, default=4)
     parser.add_argument("--generations", type=int, default=4)
     parser.add_argument("--tokens", type=int, default=64)
-    parser.add_argument("--gpu", action="store_true", help="learn and sample on the GPU in bf16 (the device check)")
+    parser.add_argument("--gpu", action="store_true", help="learn and sample on the GPU, bf16 compute over fp32 masters (the device check)")
     parser.add_argument("--variant", choices=["trl", "empo"], help=argparse.SUPPRESS)
     args = parser.parse_args()
     shape = dict(model=args.model, steps=args.steps, prompts=args.prompts, generations=args.generations,

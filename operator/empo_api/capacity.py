@@ -14,8 +14,11 @@ Learner process (one per GPU), P parameters, R learner processes:
   tokens): with checkpointing the L layer inputs (b s h bytes-per-element each) plus one layer's
   working set, else every layer's; a layer keeps about 34 b s h bytes in 16-bit compute with
   fused attention (Korthikanti et al. 2022), twice that in fp32.
-- Logits of the completion tokens, b x maxCompletionLength x vocab in the compute dtype, three
-  times over at the backward's peak (the logits, TRL's temperature-scaled copy, their gradient).
+- The LM head through TRL's fused head (trl.trainer.utils.add_fused_lm_head): the full logits are
+  never materialised; log-probs come from tiles of at most 4096 tokens x 32768 vocabulary entries
+  (a compute-dtype product and its fp32 transform), and the backward accumulates the head's
+  gradient (vocab x h) and the hidden states' gradient (N x h, N = b x maxCompletionLength
+  completion tokens) in fp32.
 - A fixed reserve for the CUDA context, NCCL buffers and allocator fragmentation.
 
 Sampler engine (vLLM, tensorParallelSize t GPUs): the weights in spec.model.dtype split over t;
@@ -37,6 +40,8 @@ VLLM_ACTIVATION_BYTES = 2 * GIB  # vLLM's profiled activation peak and CUDA grap
 DEFAULT_GPU_GIB = 80.0
 DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4, "auto": 2}
 COMPUTE_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4}
+# TRL's fused LM head tiles (trl.kernels.chunked_logprob.TOKEN_CHUNK_SIZE, utils._CHUNKED_LOGPROB_CHUNK_SIZE)
+FUSED_TOKEN_TILE, FUSED_VOCAB_TILE = 4096, 32768
 
 
 @dataclass(frozen=True)
@@ -175,7 +180,9 @@ def learner_estimate(spec: EmpoRunSpec, shape: ModelShape, gpu_bytes: float) -> 
         parts["activations"] = shape.layers * micro * seq * shape.hidden * cb + layer_act
     else:
         parts["activations"] = shape.layers * layer_act
-    parts["logits"] = 3 * micro * a.max_completion_length * shape.vocab * cb
+    tokens = micro * a.max_completion_length
+    parts["LM head (TRL fused, tiled)"] = (min(tokens, FUSED_TOKEN_TILE) * FUSED_VOCAB_TILE * (cb + 4)
+                                           + 4 * shape.vocab * shape.hidden + 4 * tokens * shape.hidden)
     parts["reserve"] = RESERVE_BYTES
     est = Estimate("learner", learner.replicas, max(1, learner.gpus_per_replica), 1 if learner.gpus_per_replica else 0,
                    parts, gpu_bytes)
