@@ -85,3 +85,57 @@ def test_weights_travel_in_bounded_buckets_and_unpack_to_the_same_tensors():
         flat[d][start:start + n] = t.reshape(-1)
     unpacked = {name: flat[d][start:start + n].view(shape) for name, d, shape, start, n in layout}
     assert all(torch.equal(unpacked[n], t) for n, t in tensors)
+
+
+class GpuEngine:
+    """A sampler actor that says its vLLM engine runs on GPU-A and takes weights through the object store."""
+
+    def __init__(self):
+        self.loads = 0
+
+    def device_uuids(self):
+        return ["GPU-A"]
+
+    def load_weights(self, named):
+        self.loads += 1
+        return True
+
+    def weights_loaded(self):
+        return True
+
+    def count(self):
+        return self.loads
+
+
+GPU_SPEC = EmpoRunSpec.model_validate({
+    "model": {"source": "bundled:tiny-random", "dtype": "float32"}, "dataset": {"uri": "x.jsonl"},
+    "algorithm": {"numGenerations": 2, "maxCompletionLength": 8, "promptsPerStep": 2},
+    "sampler": {"backend": "vllm", "replicas": 1, "gpusPerReplica": 1}, "learner": {"gpusPerReplica": 1},
+})
+
+
+def test_an_engine_on_the_learners_gpu_gets_weights_through_the_object_store(ray_local, monkeypatch):
+    """A local run on one GPU puts the vLLM engine and the learner on the same device, where NCCL
+    refuses two ranks; before, the sync went to NCCL all the same (and failed there)."""
+    import empo_trainer.learner as learner_mod
+    from empo_trainer.weight_sync import ObjectStoreSync
+
+    monkeypatch.setattr(learner_mod, "_cuda_available", lambda: True)
+    monkeypatch.setattr(learner_mod, "_learner_device_uuid", lambda: "GPU-A", raising=False)
+    engine_actor = ray_local.remote(num_cpus=0)(GpuEngine).remote()
+    engine = RolloutEngine(GPU_SPEC, remote_samplers=[engine_actor], sync_timeout=10.0)
+    engine.sync(_trainer(torch.nn.Linear(2, 2), 1))
+    assert isinstance(engine._weight_sync, ObjectStoreSync)
+    assert ray_local.get(engine_actor.count.remote()) == 1
+
+
+def test_the_first_sync_of_a_fresh_run_pushes_nothing(ray_local):
+    """The engines loaded the checkpoint the learner starts from: at step 0 (not resumed) there is
+    nothing to push (it cost about 12 s per start on a GPU); from step 1 on every sync pushes."""
+    engine_actor = ray_local.remote(num_cpus=0)(GpuEngine).remote()
+    engine = RolloutEngine(SPEC, remote_samplers=[engine_actor])
+    model = torch.nn.Linear(2, 2)
+    engine.sync(_trainer(model, 0))
+    assert ray_local.get(engine_actor.count.remote()) == 0 and engine.stats.sync_bytes == 0
+    engine.sync(_trainer(model, 1))
+    assert ray_local.get(engine_actor.count.remote()) == 1 and engine.stats.sync_bytes > 0

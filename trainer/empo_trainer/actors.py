@@ -63,6 +63,15 @@ class SamplerActor:
         self.sampler.weights_loaded()
         return True
 
+    def device_uuids(self) -> list[str]:
+        """The GPUs this actor's engine runs on (vLLM takes the first tensorParallelSize visible ones)."""
+        import torch
+
+        if not torch.cuda.is_available():
+            return []
+        count = min(torch.cuda.device_count(), getattr(self.sampler, "workers", 1))
+        return [str(torch.cuda.get_device_properties(i).uuid) for i in range(count)]
+
     def engine_workers(self) -> int:
         return getattr(self.sampler, "workers", 1)
 

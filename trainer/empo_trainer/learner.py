@@ -115,6 +115,12 @@ def _cuda_available() -> bool:
     return torch.cuda.is_available()
 
 
+def _learner_device_uuid() -> str:
+    import torch
+
+    return str(torch.cuda.get_device_properties(torch.cuda.current_device()).uuid)
+
+
 def _process_index(trainer: Any) -> int:
     """This learner's data-parallel rank (TRL's accelerator); 0 for a trainer without one."""
     return getattr(getattr(trainer, "accelerator", None), "process_index", 0)
@@ -191,6 +197,9 @@ class RolloutEngine:
     # Engines this rank pushes weights to; None: its own (remote_samplers). Sharded learners set
     # every engine on rank 0 and none elsewhere: only rank 0 receives the gathered weights.
     sync_samplers: Sequence[Any] | None = None
+    # The sampler engines start from the checkpoint the learner loads (SamplerActor resolves the
+    # same spec.model.source), so a fresh run's first sync has nothing to send.
+    engines_hold_initial_weights: bool = True
     _synced_step: int = -1
     _weight_sync: Any = None
 
@@ -201,6 +210,12 @@ class RolloutEngine:
         from .weight_sync import make_weight_sync
 
         targets = self.remote_samplers if self.sync_samplers is None else self.sync_samplers
+        if self._synced_step < 0 and trainer.state.global_step == 0 and self.engines_hold_initial_weights:
+            # A fresh run's first sync: the engines loaded the checkpoint the learner starts from
+            # (a resumed run is past step 0 here), so nothing needs to travel. Every rank skips alike.
+            self.stats.sync_seconds, self.stats.sync_bytes = 0.0, 0
+            self._synced_step = 0
+            return
         named = iter_full_weights(trainer, dtype=self._sync_dtype())
         if not targets:
             for _ in named:  # drive the gathers of a sharded model; rank 0 pushes
@@ -208,12 +223,26 @@ class RolloutEngine:
             self._after_sync(trainer)
             return
         if self._weight_sync is None:
+            gpu = self.spec.sampler.gpus_per_replica > 0 and _cuda_available()
+            shared = gpu and self.spec.sampler.backend == "vllm" and self._engines_on_my_device(targets)
+            if shared:
+                print(f"sampler engine and learner share GPU {_learner_device_uuid()}: weights go through host memory "
+                      "(NCCL refuses two ranks on one device), and the learner has the memory that "
+                      f"sampler.gpuMemoryUtilization ({self.spec.sampler.gpu_memory_utilization}) leaves", flush=True)
             self._weight_sync = make_weight_sync(
-                targets, backend=self.spec.sampler.backend, timeout=self.sync_timeout,
-                gpu=self.spec.sampler.gpus_per_replica > 0 and _cuda_available())
+                targets, backend=self.spec.sampler.backend, timeout=self.sync_timeout, gpu=gpu and not shared)
         pushed = self._weight_sync.push(named)
         self.stats.sync_seconds, self.stats.sync_bytes = pushed.seconds, pushed.bytes
         self._after_sync(trainer)
+
+    def _engines_on_my_device(self, targets: Sequence[Any]) -> bool:
+        """Whether an engine runs on this learner's GPU (a local run on one GPU: Ray gives neither
+        actor a device of its own, so both use the first)."""
+        import ray
+
+        mine = _learner_device_uuid()
+        engines = ray.get([t.device_uuids.remote() for t in targets], timeout=self.sync_timeout)
+        return any(mine in uuids for uuids in engines)
 
     def _after_sync(self, trainer: Any) -> None:
         if self.sync_samplers is not None:
