@@ -54,3 +54,13 @@ def chart_operator_pod(node_cluster, pod_s3) -> str:
     from tests.e2e.flow import install_operator
 
     return install_operator(node_cluster, pod_s3)
+
+
+@pytest.fixture
+def flow_log():
+    """Every new connection the kernel tracks during the test (tests/e2e/policy_check.py)."""
+    from tests.e2e.policy_check import FlowLog
+
+    log = FlowLog().start()
+    yield log
+    log.stop()

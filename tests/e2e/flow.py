@@ -38,17 +38,67 @@ RUN: dict[str, Any] = {
 }
 
 
+# KubeRay's namespace as the chart is told (KubeRay itself runs on the host here, so the namespace
+# holds only the probes that stand in for its pods).
+KUBERAY_NAMESPACE = "kuberay-system"
+KUBERAY_LABELS = {"app.kubernetes.io/name": "kuberay-operator"}
+
+
 def install_operator(nc, s3, namespace: str = "empo-system") -> str:
-    """`helm install` the chart with the operator image built here; returns once its pod is Ready."""
+    """`helm install` the chart with the operator image built here; returns once its pod is Ready.
+
+    The chart is told where the API server listens (the bridge address, its own port) and that
+    KubeRay reaches the dashboards through it (--use-kubernetes-proxy), so the runs' NetworkPolicies
+    fit this cluster (tests/e2e/policy_check.py judges the pods' connections against them)."""
     repository, tag = nc.images["operator"].rsplit(":", 1)
+    api_port = nc.cp.server.rsplit(":", 1)[1]
+    nc.cp.kubectl("create", "namespace", KUBERAY_NAMESPACE)
     nc.cp.helm("install", "empo", CHART, "-n", namespace, "--create-namespace",
                "--set", f"image.repository={repository}", "--set", f"image.tag={tag}",
                "--set", "image.pullPolicy=Never",
                "--set", f"trainer.image={nc.images['trainer-cpu']}",
                "--set", f"storage.s3Endpoint={s3.endpoint}",
                "--set", "resources.requests.cpu=50m",
+               "--set", f"kuberay.namespace={KUBERAY_NAMESPACE}",
+               "--set", f"networkPolicy.dashboardCIDRs={{{nc.node_ip}/32}}",
+               "--set", f"networkPolicy.apiServer.ports={{{api_port}}}",
+               "--set", f"networkPolicy.apiServer.cidrs={{{nc.node_ip}/32}}",
                "--wait", "--timeout=5m", timeout=360)
     return namespace
+
+
+CONNECT = """
+import socket, sys
+try:
+    socket.create_connection((sys.argv[1], int(sys.argv[2])), timeout=8).close()
+    print("connected")
+except OSError as exc:
+    print("refused", type(exc).__name__)
+"""
+
+
+def can_connect(nc, probes: list[tuple[str, str, dict[str, str], str, int]]) -> dict[str, tuple[bool, str]]:
+    """(whether it opened a TCP connection, its pod IP) of each probe pod (name, namespace, labels,
+    ip, port), run all at once."""
+    cp = nc.cp
+    for name, namespace, labels, ip, port in probes:
+        pod = {"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": namespace, "labels": labels},
+               "spec": {"restartPolicy": "Never", "automountServiceAccountToken": False, "containers": [{
+                   "name": "probe", "image": nc.images["operator"], "imagePullPolicy": "Never",
+                   "command": ["python", "-c", CONNECT, ip, str(port)]}]}}
+        cp.kubectl("apply", "-f", "-", input=json.dumps(pod))
+    results = {}
+    deadline = time.monotonic() + 180
+    for name, namespace, *_ in probes:
+        while (phase := ((cp.get("pod", name, namespace) or {}).get("status") or {}).get("phase")) not in (
+                "Succeeded", "Failed"):
+            assert time.monotonic() < deadline, f"probe {namespace}/{name} still {phase}"
+            time.sleep(0.5)
+        log = cp.kubectl("logs", name, "-n", namespace).stdout.strip()
+        assert phase == "Succeeded" and log.split()[0] in ("connected", "refused"), log
+        results[name] = (log.startswith("connected"), cp.get("pod", name, namespace)["status"]["podIP"])
+        cp.kubectl("delete", "pod", name, "-n", namespace, "--wait=false")
+    return results
 
 
 def apply_run(nc, s3, namespace: str, bucket: str, steps: int = STEPS, max_restarts: int = 0) -> dict:

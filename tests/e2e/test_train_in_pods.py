@@ -5,11 +5,15 @@ Nothing here writes a status by hand: the kubelet, KubeRay and the trainer produ
 
 from __future__ import annotations
 
+import base64
 import json
+import urllib.error
+import urllib.request
 
 import pytest
 
-from tests.e2e.flow import RUN_NAME, STEPS, Watch, apply_run
+from tests.e2e.flow import KUBERAY_LABELS, KUBERAY_NAMESPACE, RUN_NAME, STEPS, Watch, apply_run, can_connect
+from tests.e2e.policy_check import allowed, cluster_view
 
 pytestmark = [pytest.mark.timeout(2400)]
 
@@ -27,6 +31,16 @@ def test_an_emporun_applied_with_kubectl_trains_in_pods_to_succeeded(node_cluste
     apply_run(nc, s3, ns, bucket)
     watch = Watch(nc, ns)
     watch.until(lambda s: s.get("phase") == "Running", 900, "phase Running")
+    # Ray token auth is on (KubeRay's authOptions): the head's dashboard refuses a job without the
+    # cluster's token, from this node as from any pod, and takes the token KubeRay generated.
+    (head,) = nc.pods(ns, "empo.dev/component=head")
+    dashboard = f"http://{head['status']['podIP']}:8265/api/jobs/"
+    job = json.dumps({"entrypoint": "echo intruder"}).encode()
+    assert dashboard_status(dashboard, job) == 401
+    assert dashboard_status(dashboard, job, token="not-the-token") == 403
+    secret = json.loads(cp.kubectl("get", "secret", head["metadata"]["labels"]["ray.io/cluster"], "-n", ns,
+                                   "-o", "json").stdout)
+    assert dashboard_status(dashboard, token=base64.b64decode(secret["data"]["auth_token"]).decode()) == 200
     final = watch.until(lambda s: s.get("phase") in ("Succeeded", "Failed"), 1500, "the run to end")
     assert final["phase"] == "Succeeded", watch.describe()
 
@@ -59,12 +73,21 @@ def test_an_emporun_applied_with_kubectl_trains_in_pods_to_succeeded(node_cluste
     watch.until(lambda _: not nc.pods(ns, "ray.io/cluster"), 180, "the Ray pods to go")
 
 
+def dashboard_status(url: str, body: bytes | None = None, token: str | None = None) -> int:
+    headers = {"Content-Type": "application/json"} | ({"Authorization": f"Bearer {token}"} if token else {})
+    try:
+        with urllib.request.urlopen(urllib.request.Request(url, data=body, headers=headers), timeout=30) as r:
+            return r.status
+    except urllib.error.HTTPError as exc:
+        return exc.code
+
+
 def s3_keys(s3, bucket: str) -> set[str]:
     return {o["Key"] for page in s3.client().get_paginator("list_objects_v2").paginate(Bucket=bucket)
             for o in page.get("Contents", [])}
 
 
-def test_a_lost_learner_pod_restarts_the_run_from_its_checkpoint(node_cluster, pod_s3, chart_operator_pod):
+def test_a_lost_learner_pod_restarts_the_run_from_its_checkpoint(node_cluster, pod_s3, chart_operator_pod, flow_log):
     """The learner's pod deleted mid-run (a lost node, an eviction): the attempt fails, the operator
     starts the next one, which resumes from checkpoints/LATEST; every step is in metrics.jsonl once."""
     nc, cp, s3 = node_cluster, node_cluster.cp, pod_s3
@@ -76,6 +99,13 @@ def test_a_lost_learner_pod_restarts_the_run_from_its_checkpoint(node_cluster, p
     root = f"runs/{ns}/{RUN_NAME}/"
     # The first checkpoint committed in S3 (LATEST is written last), then the learner's pod goes.
     watch.until(lambda _: f"{root}checkpoints/LATEST" in s3_keys(s3, bucket), 900, "the first checkpoint")
+    earlier_pods = cluster_view(cp)[1]
+    (head,) = nc.pods(ns, "empo.dev/component=head")
+    ip = head["status"]["podIP"]
+    foreign = cp.create_namespace("tenant")
+    probes = can_connect(nc, [("kuberay", KUBERAY_NAMESPACE, KUBERAY_LABELS, ip, 8265),
+                              ("impostor", foreign, KUBERAY_LABELS, ip, 8265),
+                              ("neighbour", ns, {"app": "other"}, ip, 6379)])
     (learner,) = nc.pods(ns, "empo.dev/component=learner")
     cp.kubectl("delete", "pod", learner["metadata"]["name"], "-n", ns, "--wait=false")
     at = watch.poll()
@@ -87,3 +117,29 @@ def test_a_lost_learner_pod_restarts_the_run_from_its_checkpoint(node_cluster, p
     assert {f"{root}attempts/attempt-000001.json", f"{root}attempts/attempt-000002.json"} <= s3_keys(s3, bucket)
     metrics = s3.client().get_object(Bucket=bucket, Key=f"{root}metrics.jsonl")["Body"].read().decode()
     assert [json.loads(line)["step"] for line in metrics.splitlines()] == list(range(1, steps + 1))
+
+    # The run's NetworkPolicy against what really went over the wire (no engine enforces it here,
+    # tests/e2e/policy_check.py): every connection of the run's pods in both attempts (the head to S3,
+    # DNS and the API server, the learners and the submitter to the head, the API server's proxy for
+    # KubeRay) is one the policy admits; of the probes, KubeRay's pod in KubeRay's namespace may reach
+    # the dashboard, a pod wearing KubeRay's label in another namespace may not, nor may a pod of the
+    # run's namespace that is not the run's reach Ray's GCS.
+    recorded = flow_log.stop()
+    policies, pods, namespaces = cluster_view(cp)
+    seen = {p["status"]["podIP"]: {"name": n, "namespace": ns, "labels": p["metadata"].get("labels") or {}}
+            for n, p in watch.pods.items() if (p.get("status") or {}).get("podIP")}  # both attempts'
+    pods = {**seen, **earlier_pods, **pods}
+    where = {"kuberay": KUBERAY_NAMESPACE, "impostor": foreign, "neighbour": ns}
+    for name, (_, probe_ip) in probes.items():
+        pods[probe_ip] = {"name": name, "namespace": where[name],
+                          "labels": {"app": "other"} if name == "neighbour" else KUBERAY_LABELS}
+    probe_ips = {probe_ip for _, probe_ip in probes.values()}
+    run_ips = {i for i, p in pods.items() if p["labels"].get("empo.dev/run") == RUN_NAME and p["namespace"] == ns}
+    mine = [f for f in recorded if {f.src, f.dst} & run_ips and f.src not in probe_ips]
+    assert {f.port for f in mine} >= {8265, 6379}, mine  # the submitter's and the learners' way in
+    refused = [(f, why) for f in mine for ok, why in [allowed(f, policies, pods, namespaces, nc.node_ip)] if not ok]
+    assert refused == [], refused
+    verdict = {name: allowed(next(f for f in recorded if f.src == probe_ip and f.dst == ip), policies, pods,
+                             namespaces, nc.node_ip)[0] for name, (_, probe_ip) in probes.items()}
+    assert verdict == {"kuberay": True, "impostor": False, "neighbour": False}, verdict
+    assert all(reached for reached, _ in probes.values())  # nothing enforced: the policy, not luck, says no

@@ -106,3 +106,42 @@ def test_the_operator_creates_it_and_ray_uses_token_auth(math_s3):
     assert kinds.index("NetworkPolicy") < kinds.index("RayJob")  # closed before any Ray pod starts
     rayjob = children[-1]
     assert rayjob["spec"]["rayClusterSpec"]["authOptions"] == {"mode": "token"}
+
+
+def test_the_policy_judged_connection_by_connection(math_s3):
+    """The judge the node tests use on recorded connections (tests/e2e/policy_check.py), on this policy."""
+    from tests.e2e.policy_check import Flow, allowed
+
+    run = _run(math_s3, storage={"uri": "s3://runs-bucket/x", "endpoint": "http://198.18.0.1:8333"})
+    policy = build_network_policy(run, replace(SETTINGS, api_server_cidrs=("198.18.0.1/32",),
+                                              api_server_ports=(6443,)))
+    own = {"empo.dev/run": "qwen-run"}
+    pods = {"10.0.0.2": {"name": "head", "namespace": "ml", "labels": own},
+            "10.0.0.3": {"name": "learner", "namespace": "ml", "labels": own},
+            "10.0.0.4": {"name": "kuberay", "namespace": "kuberay-system", "labels": {"app.kubernetes.io/name": "kuberay-operator"}},
+            "10.0.0.5": {"name": "impostor", "namespace": "tenant", "labels": {"app.kubernetes.io/name": "kuberay-operator"}},
+            "10.0.0.6": {"name": "neighbour", "namespace": "ml", "labels": {"app": "other"}}}
+    namespaces = {n: {"kubernetes.io/metadata.name": n} for n in ("ml", "kuberay-system", "tenant")}
+
+    def ok(src, dst, port, protocol="TCP"):
+        return allowed(Flow(protocol, src, dst, port), [policy], pods, namespaces, node_ip="198.18.0.1")[0]
+
+    assert ok("10.0.0.3", "10.0.0.2", 6379) and ok("10.0.0.2", "10.0.0.3", 40000)  # the run's own pods
+    assert ok("10.0.0.4", "10.0.0.2", DASHBOARD_PORT) and not ok("10.0.0.4", "10.0.0.2", 6379)
+    assert not ok("10.0.0.5", "10.0.0.2", DASHBOARD_PORT)  # KubeRay's label, another namespace
+    assert not ok("10.0.0.6", "10.0.0.2", 6379) and ok("10.0.0.6", "10.0.0.2", builders.TRAINING_METRICS_PORT)
+    assert ok("198.18.0.1", "10.0.0.2", 8080)  # the node (kubelet probes, the API server's proxy)
+    assert ok("10.0.0.2", "198.18.0.1", 8333) and ok("10.0.0.2", "198.18.0.1", 6443)  # S3, the API server
+    assert ok("10.0.0.2", "198.19.0.10", 53, "UDP")
+    assert not ok("10.0.0.2", "198.18.0.1", 22) and not ok("10.0.0.2", "192.0.2.7", 8333)
+    assert not ok("10.0.0.2", "10.0.0.6", 80)  # egress to a pod that is not the run's
+
+
+def test_a_recorded_connection_is_judged_where_it_really_went():
+    from tests.e2e.policy_check import Flow, parse_conntrack_line
+
+    # A pod to the kubernetes Service, translated by kube-proxy to the API server's own address and port.
+    line = ("    [NEW] tcp      6 120 SYN_SENT src=198.18.0.7 dst=198.19.0.1 sport=51234 dport=443 [UNREPLIED] "
+            "src=198.18.0.1 dst=198.18.0.7 sport=39443 dport=51234")
+    assert parse_conntrack_line(line) == Flow("TCP", "198.18.0.7", "198.18.0.1", 39443)
+    assert parse_conntrack_line("conntrack v1.4.7 (conntrack-tools): 3 flow events have been shown.") is None
