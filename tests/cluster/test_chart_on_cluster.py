@@ -160,9 +160,10 @@ def test_helm_upgrade_with_a_live_run(control_plane, empo_release, chart_operato
         control_plane.helm("rollback", empo_release.name, "-n", empo_release.namespace)
 
 
-# What every authenticated identity may do (the API server's discovery and self-review roles).
+# What every authenticated identity may do (the API server's discovery, self-review and public
+# certificate roles).
 EVERYONE = ("selfsubjectreviews.authentication.k8s.io", "selfsubjectaccessreviews.authorization.k8s.io",
-            "selfsubjectrulesreviews.authorization.k8s.io")
+            "selfsubjectrulesreviews.authorization.k8s.io", "clustertrustbundles.certificates.k8s.io")
 CAN_I_ROW = re.compile(r"^(\S*)\s+\[(.*?)\]\s+\[(.*?)\]\s+\[(.*?)\]\s*$")
 
 
