@@ -2,6 +2,11 @@
 
 The config is the ConfigMap the operator creates: {"name", "namespace", "spec"} with the
 validated spec. The same driver as `empo train`, joining the Ray cluster KubeRay started.
+It exits 0 when the run is done, 2 on a one-line error, and 75 (preemption.EXIT_PREEMPTED) when a
+SIGTERM or a preemption request stopped it after a checkpoint: the next attempt resumes from it.
+
+`python -m empo_trainer preempt [--wait S] [--worker]`: the pods' preStop hook (preemption.py);
+stdlib only, so nothing heavy is imported before the subcommand is known.
 """
 
 from __future__ import annotations
@@ -12,8 +17,6 @@ import os
 import sys
 from pathlib import Path
 
-from empo_api.models import EmpoRun
-
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m empo_trainer")
@@ -21,7 +24,16 @@ def main(argv: list[str] | None = None) -> int:
     p = sub.add_parser("run", help="run the EmpoRun described by a config file")
     p.add_argument("--config", type=Path, required=True, help="JSON: {name, namespace, spec} or an EmpoRun manifest")
     p.add_argument("--steps", type=int)
+    from . import preemption
+
+    preemption.add_arguments(sub.add_parser(
+        "preempt", help="preStop hook: have this host's driver checkpoint and exit (or, with --worker, wait for "
+                        "this pod's actors to end)"))
     args = parser.parse_args(argv)
+    if args.command == "preempt":
+        return preemption.main(args)
+
+    from empo_api.models import EmpoRun
 
     doc = json.loads(args.config.read_text())
     if "kind" not in doc:
@@ -34,6 +46,10 @@ def main(argv: list[str] | None = None) -> int:
 
     try:
         summary = driver.run(EmpoRun.model_validate(doc), steps=args.steps, progress=False)
+    except preemption.Preempted:
+        print("empo_trainer: preempted before training started: nothing to checkpoint; the next attempt "
+              "resumes from the latest checkpoint", file=sys.stderr)
+        return preemption.EXIT_PREEMPTED
     except StorageError as exc:
         # A store down past its outage window, or a superseded attempt: one line in the RayJob's
         # log, not an actor's traceback wrapped in Ray's (the attempt fails; a restart resumes).
@@ -42,7 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     finally:
         driver.shutdown()
     print("\n".join(summary.lines()))
-    return 0
+    return preemption.EXIT_PREEMPTED if summary.preempted else 0
 
 
 if __name__ == "__main__":

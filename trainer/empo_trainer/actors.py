@@ -212,7 +212,25 @@ class LearnerActor:
                 self._emit({"type": "eval", "step": step, "result": final_eval})
         return {"step": step, "resumed_from": checkpoint, "final_eval": final_eval}
 
-    def train(self, max_steps: int, fresh: bool = False, attempt: int | None = None) -> dict[str, Any]:
+    def _stop_check(self, control: Any) -> Callable[[], bool]:
+        """Whether this attempt was asked to stop: the driver's request (SIGTERM on the head) through
+        the `control` queue, or the preemption request file on this learner's own pod (its preStop
+        hook, `python -m empo_trainer preempt --worker`, when only this pod is drained)."""
+        import time as _time
+
+        from . import preemption
+
+        since = _time.time()
+
+        def requested() -> bool:
+            if control is not None and not control.empty():
+                return True
+            return preemption.requested_since(since)
+
+        return requested
+
+    def train(self, max_steps: int, fresh: bool = False, attempt: int | None = None,
+              control: Any = None) -> dict[str, Any]:
         from datasets import Dataset
         from trl import GRPOConfig
 
@@ -224,6 +242,7 @@ class LearnerActor:
         os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")
         storage = self._storage()
         storage.fence_to(attempt)  # the driver's claim: a newer attempt stops this one's writes
+        stop_requested = self._stop_check(control)
         resume = self._resume_dir(storage, fresh)
         if resume is not None and self.resumed_step >= max_steps:  # one step past the limit, otherwise
             return self._finish_without_training(storage, resume, self.resumed_step)
@@ -283,10 +302,21 @@ class LearnerActor:
 
             for callback in tracking.callbacks(self.spec, self.namespace, self.name, engine, storage, self.work_dir):
                 trainer.add_callback(callback)
-        trainer.add_callback(make_callback(emit, reward_fn, engine, commit,
-                                           evaluator if lead else self._follower(engine), self.spec.eval.every))
+        callback = make_callback(emit, reward_fn, engine, commit, evaluator if lead else self._follower(engine),
+                                 self.spec.eval.every, should_stop=stop_requested)
+        trainer.add_callback(callback)
+        from .preemption import agree
+
+        # a request that came while this attempt loaded: nothing new to checkpoint (all ranks agree,
+        # or one would wait alone in the first step's collective)
+        if agree(stop_requested(), config.device):
+            step = self.resumed_step if resume is not None else 0
+            return {"step": step, "resumed_from": resume, "final_eval": None, "preempted": True}
         trainer.train(resume_from_checkpoint=resume)
         step = trainer.state.global_step
+        if callback.stopped_at is not None:  # preempted: the step's checkpoint is committed (on_save)
+            # no final eval: the next attempt runs it (_finish_without_training) if this was the last step
+            return {"step": step, "resumed_from": resume, "final_eval": None, "preempted": True}
         final_eval = None
         if lead and self.spec.eval.at_end and self.spec.eval.benchmarks:
             final_eval = evaluator(step)

@@ -3,6 +3,8 @@
 It starts (or joins) Ray, places sampler and learner actors by the placement plan, streams the
 learner's per-step events into metrics.jsonl, a progress bar and the EmpoRun status, and finishes
 with a summary. The learner owns checkpoints, so an interrupted run resumes from LATEST.
+A SIGTERM (or a preemption request file) stops the run after the step in progress, with a
+checkpoint of it: preemption.py.
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from typing import Any
 from empo_api.models import EmpoRun
 from empo_api.placement import plan_placement
 
-from . import metrics_exporter, model_staging, tracking
+from . import metrics_exporter, model_staging, preemption, tracking
 from .distributed import node_local_ranks
 from . import lifeline
 from .learner import total_steps
@@ -39,11 +41,13 @@ class RunSummary:
     seconds: float
     first_eval: dict[str, Any] | None = None
     last_record: dict[str, Any] = field(default_factory=dict)
+    preempted: bool = False  # stopped on request after a checkpoint: exit EXIT_PREEMPTED, run again
 
     def lines(self) -> list[str]:
         out = [
             f"run {self.namespace}/{self.name}: {self.steps}/{self.total_steps} steps in {self.seconds:.0f}s"
-            + (f" (resumed from step {self.resumed_from_step})" if self.resumed_from_step is not None else ""),
+            + (f" (resumed from step {self.resumed_from_step})" if self.resumed_from_step is not None else "")
+            + (" (preempted)" if self.preempted else ""),
             f"  storage:    {self.storage_uri}",
             f"  checkpoint: {self.latest_checkpoint}",
             f"  metrics:    {self.storage_uri}/metrics.jsonl",
@@ -123,7 +127,20 @@ class _Progress:
 
 def run(run: EmpoRun, *, steps: int | None = None, fresh: bool = False, progress: bool = True,
         num_cpus: int | None = None) -> RunSummary:
-    """Train `run` to its end (or `steps`), resuming from its latest checkpoint unless `fresh`."""
+    """Train `run` to its end (or `steps`), resuming from its latest checkpoint unless `fresh`.
+
+    A SIGTERM before the learners train raises preemption.Preempted; after that it (or the request
+    file) stops the run after the step in progress with a checkpoint, and the summary says
+    `preempted`."""
+    preempt = preemption.DriverPreemption().install()
+    try:
+        return _run(run, steps, fresh, progress, num_cpus, preempt)
+    finally:
+        preempt.uninstall()
+
+
+def _run(run: EmpoRun, steps: int | None, fresh: bool, progress: bool, num_cpus: int | None,
+         preempt: preemption.DriverPreemption) -> RunSummary:
     _local_ray_env()
     import ray
     from ray.util.queue import Empty, Queue
@@ -144,6 +161,7 @@ def run(run: EmpoRun, *, steps: int | None = None, fresh: bool = False, progress
     max_steps = steps or total_steps(spec, len(examples))
     plan = plan_placement(spec)
     _init_ray(num_cpus)
+    preempt.rearm()  # ray.init replaced our SIGTERM handler with its own
     threads = num_cpus or os.cpu_count()
     events = Queue()
     # The model is fetched once, here (the one pod with HF_TOKEN), into the run's storage; the
@@ -161,6 +179,7 @@ def run(run: EmpoRun, *, steps: int | None = None, fresh: bool = False, progress
         return ray.remote(num_cpus=bundle["CPU"], num_gpus=bundle.get("GPU", 0),
                           resources={k: v for k, v in bundle.items() if k not in ("CPU", "GPU")})(cls)
 
+    control = Queue()  # the driver's stop request to the learners (a learner polls it at each step end)
     samplers = []
     if not plan.colocated:
         samplers = [placed(SamplerActor, plan.sampler_bundles, i).remote(spec_json, threads if local else None)
@@ -181,8 +200,9 @@ def run(run: EmpoRun, *, steps: int | None = None, fresh: bool = False, progress
     mlflow_run_id = tracking.mlflow_run(spec, run.namespace, run.name)  # before the learners attach to it
     bar = _Progress(max_steps, latest.step if latest else 0, progress)
     summary = RunSummary(run.name, run.namespace, storage.uri, 0, max_steps, None, None, None, 0.0)
-    runs = [lr.train.remote(max_steps, fresh, attempt) for lr in learners]
+    runs = [lr.train.remote(max_steps, fresh, attempt, control) for lr in learners]
     done = runs[0]
+    preempt.training()  # from here a SIGTERM asks the learners to stop after their step
 
     def drain() -> None:
         while True:
@@ -209,6 +229,7 @@ def run(run: EmpoRun, *, steps: int | None = None, fresh: bool = False, progress
                 bar.step({"step": event["step"]})
 
     finished = False
+    abandoned = False
     try:
         while True:
             ready, _ = ray.wait(runs, num_returns=len(runs), timeout=0.5)
@@ -218,6 +239,16 @@ def run(run: EmpoRun, *, steps: int | None = None, fresh: bool = False, progress
                 break
             for ref in ready:  # a failed rank would leave the others waiting in a collective
                 ray.get(ref)
+            give_up = preempt.poll()  # True once the step and its commit overran the grace period
+            if preempt.requested and not preempt.sent:
+                control.put_nowait("stop")
+                preempt.sent = True
+                print(f"preemption requested ({preempt.reason}): stopping after step {_last_step(summary) + 1} "
+                      f"with a checkpoint (giving up after {preempt.grace:.0f}s, {preemption.GRACE_ENV})",
+                      file=sys.stderr, flush=True)
+            if give_up:
+                abandoned = True
+                break
         drain()
         finished = True
     finally:
@@ -226,12 +257,56 @@ def run(run: EmpoRun, *, steps: int | None = None, fresh: bool = False, progress
         exporter.close()
         if not finished:  # a resumed attempt sets it running again
             tracking.mlflow_finish(spec, mlflow_run_id, [], status="FAILED")
+    if abandoned or result.get("preempted"):
+        return _preempted(summary, storage, preempt, abandoned, None if abandoned else result["step"],
+                          lambda: tracking.mlflow_finish(spec, mlflow_run_id, [], status="KILLED"), started)
     summary.steps = result["step"]
     summary.final_eval = result.get("final_eval")
     summary.seconds = time.perf_counter() - started
     report = _write_report(storage)
     tracking.mlflow_finish(spec, mlflow_run_id, [report] if report else [])
     return summary
+
+
+def _preempted(summary: RunSummary, storage, preempt: preemption.DriverPreemption, abandoned: bool,
+               step: int | None, close_tracking, started: float) -> RunSummary:
+    """The one log line of a preempted attempt, after checking what LATEST (verified) now names."""
+    summary.preempted = True
+    summary.seconds = time.perf_counter() - started
+    try:
+        latest = storage.checkpoints.latest()
+    except Exception as exc:  # noqa: BLE001 - say what is known; the next attempt verifies again
+        latest, why = None, one_line(exc)
+    else:
+        why = ""
+    at = latest.step if latest else 0
+    summary.latest_checkpoint = latest.uri if latest else summary.latest_checkpoint
+    if abandoned:
+        line = (f"preempted during step {_last_step(summary) + 1}: abandoned it after {preempt.elapsed():.0f}s "
+                f"({preemption.GRACE_ENV}={preempt.grace:.0f}); the next attempt resumes from "
+                + (f"checkpoint step-{at} ({latest.uri})" if latest else "step 0") + (f" ({why})" if why else ""))
+    elif latest is not None and latest.step == step:
+        summary.steps = step
+        line = (f"preempted at step {step}: checkpoint step-{step} committed; the next attempt resumes from it "
+                f"({latest.uri}, {latest.total_bytes / 1e6:.1f} MB, {preempt.elapsed():.1f}s after the request)")
+    elif step == 0 and latest is None:
+        summary.steps = 0
+        line = "preempted before step 1: nothing to checkpoint; the next attempt starts from step 0"
+    else:  # not expected: the learner stopped at `step` but LATEST names another one
+        summary.steps = step or 0
+        line = (f"preempted at step {step}: but LATEST names step {at if latest else 'none'}"
+                + (f" ({why})" if why else "") + "; the next attempt resumes from LATEST")
+    print(line, file=sys.stderr, flush=True)
+    try:
+        close_tracking()
+    except Exception as exc:  # noqa: BLE001 - tracking must not turn a clean stop into a failure
+        print(f"warning: tracking not closed: {one_line(exc)}", file=sys.stderr)
+    return summary
+
+
+def _last_step(summary: RunSummary) -> int:
+    """The last step completed: logged in this attempt, or the checkpoint it resumed from."""
+    return max(summary.steps, summary.resumed_from_step or 0)
 
 
 def _trim_metrics(storage, keep_through_step: int) -> None:

@@ -360,14 +360,17 @@ def step_record(step: int, logs: dict[str, Any], reward_stats: dict[str, Any], r
 
 def make_callback(emit: Callable[[dict[str, Any]], None], reward_fn: Any, engine: RolloutEngine,
                   checkpoint_commit: Callable[[int, Path], str], evaluate: Callable[[int], dict | None] | None,
-                  eval_every: int):
-    """A TrainerCallback that streams step records, commits checkpoints and runs periodic evals."""
+                  eval_every: int, should_stop: Callable[[], bool] | None = None):
+    """A TrainerCallback that streams step records, commits checkpoints and runs periodic evals.
+    When `should_stop()` says so at a step's end (on any rank: the ranks agree), that step is
+    logged and checkpointed as usual and training stops there (`stopped_at`): a preemption."""
     from transformers import TrainerCallback
 
     class EmpoCallback(TrainerCallback):
         def __init__(self):
             self._step_start = time.perf_counter()
             self._rollout_logs: dict[str, Any] = {}
+            self.stopped_at: int | None = None
 
         def on_train_begin(self, args, state, control, **kwargs):
             # With periodic evals, the untrained policy is the baseline every later eval is read against.
@@ -405,6 +408,16 @@ def make_callback(emit: Callable[[dict[str, Any]], None], reward_fn: Any, engine
         def on_step_end(self, args, state, control, **kwargs):
             if state.global_step >= state.max_steps:
                 control.should_save = True  # the final model is always checkpointed
+            if should_stop is not None:
+                from .preemption import agree
+
+                if agree(should_stop(), args.device):  # every rank, every step: a collective when DP
+                    # the step is logged (on_log) and committed (on_save, once even when
+                    # checkpointEvery also hit it) before the trainer leaves its loop
+                    self.stopped_at = state.global_step
+                    control.should_save = True
+                    control.should_training_stop = True
+                    return  # no periodic eval inside the grace period: the checkpoint comes first
             if evaluate and eval_every and state.global_step % eval_every == 0 and state.global_step < state.max_steps:
                 self._eval(state.global_step)
 

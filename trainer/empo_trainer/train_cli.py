@@ -51,14 +51,16 @@ def _interrupt(signum, frame):
 
 
 def terminate_like_interrupt() -> None:
-    """SIGTERM (kill, a closing terminal's session, a container stop) ends the run like Ctrl-C:
-    the `finally` below shuts Ray down, so its processes end with the driver (the lifeline's
-    reaper ends them if the driver dies without a chance to, kill -9 included)."""
+    """SIGTERM (kill, a closing terminal's session, a container stop) outside the training loop
+    ends the run like Ctrl-C: the `finally` below shuts Ray down, so its processes end with the
+    driver (the lifeline's reaper ends them if the driver dies without a chance to, kill -9
+    included). Inside driver.run a SIGTERM is a preemption request instead: the run stops after a
+    checkpoint of the step in progress and exits EXIT_PREEMPTED (preemption.py)."""
     signal.signal(signal.SIGTERM, _interrupt)
 
 
 def run(args: argparse.Namespace) -> int:
-    from . import driver
+    from . import driver, preemption
     from .data import DatasetError
     from .learner import SpecError
     from .model_source import ModelSourceError
@@ -69,6 +71,10 @@ def run(args: argparse.Namespace) -> int:
     try:
         summary = driver.run(empo_run, steps=args.steps, fresh=args.fresh, progress=not args.no_progress,
                              num_cpus=args.num_cpus)
+    except preemption.Preempted:
+        print(f"{args.manifest}: preempted before training started: nothing to checkpoint; the next run "
+              "resumes from the latest checkpoint", file=sys.stderr)
+        return preemption.EXIT_PREEMPTED
     except (SpecError, DatasetError, ModelSourceError, StorageError) as exc:
         # Input the user can fix, or storage that stayed down past its window: one line, no
         # traceback (an actor's error comes wrapped in Ray's, whose text is the actor's traceback).
@@ -77,4 +83,4 @@ def run(args: argparse.Namespace) -> int:
     finally:
         driver.shutdown()
     print("\n".join(summary.lines()))
-    return 0
+    return preemption.EXIT_PREEMPTED if summary.preempted else 0
