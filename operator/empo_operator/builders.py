@@ -6,6 +6,7 @@ handlers with kopf.adopt at creation time, because they need the EmpoRun's uid.
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 from typing import Any
@@ -436,8 +437,23 @@ def build_rayjob(run: EmpoRun, settings: Settings, attempt: int = 0,
     if spec.active_deadline_seconds:
         job_spec["activeDeadlineSeconds"] = spec.active_deadline_seconds
     rayjob = {"apiVersion": "ray.io/v1", "kind": "RayJob", "metadata": meta, "spec": job_spec}
+    _secure(rayjob, settings)
     check_identities(rayjob, run.name)
     return rayjob
+
+
+def _secure(rayjob: dict[str, Any], settings: Settings) -> None:
+    """Every pod and container of the run gets the operator's security contexts (Helm values
+    runPods.podSecurityContext / runPods.securityContext; by default the restricted Pod Security
+    Standard: non-root, no privilege escalation, no capabilities, RuntimeDefault seccomp). KubeRay
+    copies the Ray container's context onto the init container it adds."""
+    for _, template in pod_templates(rayjob):
+        pod = template["spec"]
+        if settings.run_pod_security_context:
+            pod["securityContext"] = copy.deepcopy(settings.run_pod_security_context)
+        for container in pod["containers"]:
+            if settings.run_security_context:
+                container["securityContext"] = copy.deepcopy(settings.run_security_context)
 
 
 def build_event(run: dict[str, Any], type: str, reason: str, message: str, now: str) -> dict[str, Any]:

@@ -15,6 +15,8 @@
 | EMPO_RESYNC_SECONDS       | 30                                | every live run is reconciled this often (repairs drift)   |
 | EMPO_API_THREADS          | 32                                | threads making API calls (asyncio's default executor)     |
 | EMPO_PRE_RUNNING_DEADLINE_SECONDS | 3600                      | a run's attempt that has not started running by then fails (spec.preRunningDeadlineSeconds overrides; not for runs in a Kueue queue); 0: none |
+| EMPO_RUN_POD_SECURITY_CONTEXT | restricted (see below)        | JSON: the pod securityContext of every pod of a run       |
+| EMPO_RUN_SECURITY_CONTEXT | restricted (see below)            | JSON: the securityContext of every container of a run     |
 | EMPO_KUBERAY_NAMESPACE    | kuberay-system                    | KubeRay's namespace: its pods may reach a run's dashboard |
 | EMPO_DASHBOARD_CIDRS      | ""                                | comma list of CIDRs also admitted to a run's dashboard    |
 | EMPO_RESTRICT_EGRESS      | true                              | the runs' NetworkPolicies limit egress too                |
@@ -28,10 +30,13 @@ from __future__ import annotations
 import ipaddress
 import json
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Mapping
 
 DEFAULT_TRAINER_IMAGE = "ghcr.io/empo-dev/empo-trainer:0.1.0"
+# The restricted Pod Security Standard, which the trainer image (user 1000) meets; {} sets none.
+RESTRICTED_POD = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
+RESTRICTED_CONTAINER = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
 LOG_FORMATS = ("plain", "json")
 
 
@@ -54,6 +59,8 @@ class Settings:
     resync_seconds: float = 30.0
     api_threads: int = 32
     pre_running_deadline_seconds: float = 3600.0
+    run_pod_security_context: dict = field(default_factory=lambda: dict(RESTRICTED_POD))
+    run_security_context: dict = field(default_factory=lambda: dict(RESTRICTED_CONTAINER))
     kuberay_namespace: str = "kuberay-system"
     dashboard_cidrs: tuple[str, ...] = ()
     restrict_egress: bool = True
@@ -116,6 +123,8 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         resync_seconds=_positive(env, "EMPO_RESYNC_SECONDS", 30.0),
         api_threads=int(_positive(env, "EMPO_API_THREADS", 32)),
         pre_running_deadline_seconds=_float(env, "EMPO_PRE_RUNNING_DEADLINE_SECONDS", 3600.0),
+        run_pod_security_context=_json_object(env, "EMPO_RUN_POD_SECURITY_CONTEXT", RESTRICTED_POD),
+        run_security_context=_json_object(env, "EMPO_RUN_SECURITY_CONTEXT", RESTRICTED_CONTAINER),
         kuberay_namespace=env.get("EMPO_KUBERAY_NAMESPACE", "").strip() or "kuberay-system",
         dashboard_cidrs=_cidrs(env, "EMPO_DASHBOARD_CIDRS"),
         restrict_egress=_bool(env, "EMPO_RESTRICT_EGRESS", True),
@@ -155,6 +164,19 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     if raw not in ("true", "false"):
         raise SettingsError(f"{name}={env.get(name)!r}: expected true or false")
     return raw == "true"
+
+
+def _json_object(env: Mapping[str, str], name: str, default: dict) -> dict:
+    raw = env.get(name, "").strip()
+    if not raw:
+        return json.loads(json.dumps(default))
+    try:
+        value = json.loads(raw)
+    except ValueError:
+        raise SettingsError(f"{name}: not JSON; expected an object such as {json.dumps(default)}") from None
+    if not isinstance(value, dict):
+        raise SettingsError(f"{name}: expected a JSON object (a securityContext), got {type(value).__name__}")
+    return value
 
 
 def _egress_rules(env: Mapping[str, str], name: str) -> tuple[dict, ...]:

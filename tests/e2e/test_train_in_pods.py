@@ -27,6 +27,9 @@ def test_an_emporun_applied_with_kubectl_trains_in_pods_to_succeeded(node_cluste
     assert operator_pod["spec"]["containers"][0]["securityContext"]["readOnlyRootFilesystem"] is True
 
     ns = cp.create_namespace("e2e")
+    # Every pod of the run (head, learner, KubeRay's submitter and the init container KubeRay adds)
+    # passes the restricted Pod Security Standard, enforced by the API server's admission.
+    cp.kubectl("label", "namespace", ns, "pod-security.kubernetes.io/enforce=restricted")
     bucket = s3.new_bucket("e2e")
     apply_run(nc, s3, ns, bucket)
     watch = Watch(nc, ns)

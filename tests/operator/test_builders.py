@@ -1,6 +1,7 @@
 """Children of an EmpoRun: valid for KubeRay's own CRD and for Kubernetes (strict), sized by the plan."""
 
 import copy
+import dataclasses
 import json
 import shlex
 
@@ -222,3 +223,17 @@ def test_every_pod_runs_as_the_runs_own_serviceaccount_and_no_other(tiny):
 def test_extra_env_is_checked(env_var, message):
     with pytest.raises(ValueError, match=message):
         EmpoRun.model_validate({**SMALL, "metadata": {"name": "r"}, "spec": {**SMALL["spec"], "ray": {"env": [env_var]}}})
+
+
+def test_every_pod_passes_the_restricted_standard_unless_the_platform_says_otherwise(tiny):
+    run = EmpoRun.model_validate({**tiny, "metadata": {"name": "r", "namespace": "ns", "uid": UID}})
+    for where, template in builders.pod_templates(builders.build_rayjob(run, SETTINGS)):
+        pod = template["spec"]
+        assert pod["securityContext"] == {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}, where
+        for c in pod["containers"]:
+            assert c["securityContext"] == {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}, where
+    root = dataclasses.replace(SETTINGS, run_pod_security_context={},
+                               run_security_context={"capabilities": {"add": ["IPC_LOCK"]}})
+    for where, template in builders.pod_templates(builders.build_rayjob(run, root)):
+        assert "securityContext" not in template["spec"], where
+        assert template["spec"]["containers"][0]["securityContext"] == {"capabilities": {"add": ["IPC_LOCK"]}}

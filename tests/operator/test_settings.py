@@ -44,3 +44,9 @@ def test_defaults_are_the_documented_ones():
 def test_bad_values_name_the_variable(env, names):
     with pytest.raises(SettingsError, match=names):
         from_env(env)
+
+
+def test_run_security_contexts_are_json_objects():
+    assert from_env({"EMPO_RUN_POD_SECURITY_CONTEXT": "{}"}).run_pod_security_context == {}
+    with pytest.raises(SettingsError, match="EMPO_RUN_SECURITY_CONTEXT"):
+        from_env({"EMPO_RUN_SECURITY_CONTEXT": "[1]"})
