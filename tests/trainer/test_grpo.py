@@ -54,7 +54,7 @@ def tiny(tmp_path_factory):
     return path, model_source.load_tokenizer(path)
 
 
-def _trainer(tiny, tmp_path, spec, steps, rewards):
+def _trainer(tiny, tmp_path, spec, steps, rewards, **config):
     """EmpoGRPOTrainer on the tiny model, fed by a rollout function that counts its calls, with a
     reward that returns the given values (cycled)."""
     from datasets import Dataset
@@ -77,7 +77,7 @@ def _trainer(tiny, tmp_path, spec, steps, rewards):
 
     reward.last_stats = {}
 
-    kwargs = grpo_config_kwargs(spec, str(tmp_path), max_steps=steps, use_cpu=True) | {"save_strategy": "no"}
+    kwargs = grpo_config_kwargs(spec, str(tmp_path), max_steps=steps, use_cpu=True) | {"save_strategy": "no"} | config
     dataset = Dataset.from_list([{"prompt": f"question {i}"} for i in range(64)])
     trainer = trainer_class()(model=model, reward_funcs=[reward], args=GRPOConfig(**kwargs), train_dataset=dataset,
                               processing_class=tokenizer, rollout_func=rollout,
@@ -129,3 +129,32 @@ def test_several_updates_per_generation_clip_the_policy_ratio(tiny, tmp_path):
     assert len(clipped) == 4
     # the first update of a generation is on-policy (ratio 1); later ones move the policy past the clip
     assert clipped[0] == 0.0 and max(clipped[1], clipped[3]) > 0.0
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("stop_at, commits", [(2, [2]), (3, [2, 3])], ids=["on-a-checkpoint-step", "between"])
+def test_a_stop_request_ends_training_after_its_step_with_that_step_committed_once(tiny, tmp_path, stop_at, commits):
+    # preemption (issue 24): asked to stop during step `stop_at`, the learner logs that step, commits
+    # it (once, also when checkpointEvery=2 already saves it) and trains no further step
+    spec = _spec(numGenerations=4, promptsPerStep=2)
+    trainer, _, reward = _trainer(tiny, tmp_path, spec, 6, [1.0, 0.0], save_strategy="steps", save_steps=2)
+    from empo_trainer.learner import RolloutEngine, make_callback
+
+    records, committed = [], []
+
+    def emit(event):
+        if event["type"] == "step":
+            records.append(event["record"]["step"])
+
+    def commit(step, folder):
+        committed.append(step)
+        assert folder.is_dir()
+        return f"mem://step-{step}"
+
+    callback = make_callback(emit, reward, RolloutEngine(spec), commit, None, 0,
+                             should_stop=lambda: trainer.state.global_step >= stop_at)
+    trainer.add_callback(callback)
+    trainer.train()
+    assert (callback.stopped_at, trainer.state.global_step) == (stop_at, stop_at)
+    assert records == list(range(1, stop_at + 1))  # every step's metrics line, the stopped one included
+    assert committed == commits

@@ -51,8 +51,9 @@ class RunSummary:
             f"  storage:    {self.storage_uri}",
             f"  checkpoint: {self.latest_checkpoint}",
             f"  metrics:    {self.storage_uri}/metrics.jsonl",
-            f"  report:     {self.storage_uri}/report.html",
         ]
+        if not self.preempted:  # a preempted attempt writes no report: the one that finishes does
+            out.append(f"  report:     {self.storage_uri}/report.html")
         r = self.last_record
         if r:
             out.append(f"  last step:  reward {r.get('reward', float('nan')):.3f}, semantic entropy "

@@ -189,7 +189,7 @@ def _cmdline(pid: int) -> bytes:
         return b""
 
 
-def _alive(pid: int) -> bool:
+def alive(pid: int) -> bool:
     try:
         with open(f"/proc/{pid}/stat") as f:
             return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
@@ -221,7 +221,7 @@ def find_drivers() -> list[int]:
             recorded = path.read_bytes()
         except OSError:
             continue
-        if pid != os.getpid() and _alive(pid) and (not recorded or _cmdline(pid) in (recorded, b"")):
+        if pid != os.getpid() and alive(pid) and (not recorded or _cmdline(pid) in (recorded, b"")):
             found.append(pid)
         else:
             path.unlink(missing_ok=True)
@@ -235,7 +235,7 @@ def find_actors() -> dict[int, str]:
         if not entry.isdigit():
             continue
         title = _cmdline(int(entry)).split(b"\0", 1)[0].decode(errors="replace")
-        if title.startswith(ACTOR_TITLES) and _alive(int(entry)):
+        if title.startswith(ACTOR_TITLES) and alive(int(entry)):
             out[int(entry)] = title.split()[0]
     return out
 
@@ -267,8 +267,8 @@ def preempt_head(wait: float) -> int:
         except PermissionError as exc:
             _say(f"cannot signal driver {pid}: {exc}; writing {write_request()} instead")
     _say(f"waiting up to {wait:.0f}s for it to checkpoint and exit")
-    took = _wait(lambda: [p for p in drivers if _alive(p)], wait)
-    left = [p for p in drivers if _alive(p)]
+    took = _wait(lambda: [p for p in drivers if alive(p)], wait)
+    left = [p for p in drivers if alive(p)]
     if left:
         _say(f"driver {', '.join(map(str, left))} still running after {took:.1f}s")
         return 1
@@ -286,8 +286,8 @@ def preempt_worker(wait: float) -> int:
         _say(f"wrote {write_request()}: a learner on this pod stops the run after its step")
     names = sorted(set(actors.values()))
     _say(f"waiting up to {wait:.0f}s for {len(actors)} actor process(es) ({', '.join(names)}) to exit")
-    took = _wait(lambda: [p for p in actors if _alive(p)], wait)
-    left = [p for p in actors if _alive(p)]
+    took = _wait(lambda: [p for p in actors if alive(p)], wait)
+    left = [p for p in actors if alive(p)]
     if left:
         _say(f"{len(left)} actor process(es) still running after {took:.1f}s")
         return 1
