@@ -27,6 +27,8 @@ import sys
 import time
 from pathlib import Path
 
+from .lifeline import alive  # stdlib only, like this module: the preStop hook starts fast
+
 EXIT_PREEMPTED = 75  # EX_TEMPFAIL (sysexits.h): stopped on request after a checkpoint; run it again
 GRACE_ENV = "EMPO_PREEMPT_GRACE_SECONDS"
 DEFAULT_GRACE_SECONDS = 25.0  # Kubernetes' default terminationGracePeriodSeconds (30) less a margin
@@ -189,22 +191,6 @@ def _cmdline(pid: int) -> bytes:
         return b""
 
 
-def alive(pid: int) -> bool:
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            return f.read().rsplit(")", 1)[1].split()[0] != "Z"  # a zombie has ended
-    except FileNotFoundError:
-        return False
-    except OSError:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            return False
-        except PermissionError:
-            return True
-        return True
-
-
 def find_drivers() -> list[int]:
     """Live drivers that wrote a pid file here (a file whose process is gone, or whose pid now
     belongs to another program, is stale and removed)."""
@@ -244,12 +230,12 @@ def _say(msg: str) -> None:
     print(f"empo preempt: {msg}", flush=True)
 
 
-def _wait(what, limit: float) -> float:
-    """Poll `what()` (a truthy value while still waiting) until falsy or `limit` s; returns seconds waited."""
+def _wait_for_exit(pids, limit: float) -> tuple[float, list[int]]:
+    """Poll until every one of `pids` has ended or `limit` s passed: (seconds waited, those still running)."""
     started = time.monotonic()
-    while what() and time.monotonic() - started < limit:
+    while (left := [p for p in pids if alive(p)]) and time.monotonic() - started < limit:
         time.sleep(0.2)
-    return time.monotonic() - started
+    return time.monotonic() - started, left
 
 
 def preempt_head(wait: float) -> int:
@@ -267,8 +253,7 @@ def preempt_head(wait: float) -> int:
         except PermissionError as exc:
             _say(f"cannot signal driver {pid}: {exc}; writing {write_request()} instead")
     _say(f"waiting up to {wait:.0f}s for it to checkpoint and exit")
-    took = _wait(lambda: [p for p in drivers if alive(p)], wait)
-    left = [p for p in drivers if alive(p)]
+    took, left = _wait_for_exit(drivers, wait)
     if left:
         _say(f"driver {', '.join(map(str, left))} still running after {took:.1f}s")
         return 1
@@ -286,8 +271,7 @@ def preempt_worker(wait: float) -> int:
         _say(f"wrote {write_request()}: a learner on this pod stops the run after its step")
     names = sorted(set(actors.values()))
     _say(f"waiting up to {wait:.0f}s for {len(actors)} actor process(es) ({', '.join(names)}) to exit")
-    took = _wait(lambda: [p for p in actors if alive(p)], wait)
-    left = [p for p in actors if alive(p)]
+    took, left = _wait_for_exit(list(actors), wait)
     if left:
         _say(f"{len(left)} actor process(es) still running after {took:.1f}s")
         return 1
