@@ -38,6 +38,16 @@ GIB = 2**30
 RESERVE_BYTES = 3 * GIB  # CUDA context, NCCL, allocator fragmentation (learner)
 VLLM_ACTIVATION_BYTES = 2 * GIB  # vLLM's profiled activation peak and CUDA graphs (sampler)
 DEFAULT_GPU_GIB = 80.0
+# The grace a pod of the run gets to stop (terminationGracePeriodSeconds, spec.ray.terminationGracePeriodSeconds
+# overrides): the step in progress, then the lead learner's upload of the checkpoint, which holds the
+# fp32 weights and AdamW's two fp32 moments (12 bytes per parameter, whatever the sharding: rank 0
+# commits every file), at a multipart rate one pod reaches to an in-region S3 endpoint
+# (benchmarks/bench_storage.py measures yours), and a margin for the driver to exit.
+STEP_ALLOWANCE_SECONDS = 60
+CHECKPOINT_BYTES_PER_PARAM = 12
+UPLOAD_BYTES_PER_SECOND = 500e6
+EXIT_MARGIN_SECONDS = 25  # the driver gives up its step this long before the SIGKILL; the hook then lingers and stops Ray
+UNKNOWN_MODEL_GRACE_SECONDS = 600  # a model whose shape `empo plan` does not know: room for a 7B
 DTYPE_BYTES = {"bfloat16": 2, "float16": 2, "float32": 4, "auto": 2}
 COMPUTE_BYTES = {"bf16": 2, "fp16": 2, "fp32": 4}
 # TRL's fused LM head tiles (trl.kernels.chunked_logprob.TOKEN_CHUNK_SIZE, utils._CHUNKED_LOGPROB_CHUNK_SIZE)
@@ -138,6 +148,7 @@ class CapacityPlan:
     gpu_bytes: float
     estimates: list[Estimate]
     warnings: list[str]
+    grace_seconds: int = 0  # terminationGracePeriodSeconds of the run's pods (preemption_grace_seconds)
 
     @property
     def fits(self) -> bool:
@@ -216,6 +227,16 @@ def sampler_estimate(spec: EmpoRunSpec, shape: ModelShape, gpu_bytes: float) -> 
     return est
 
 
+def preemption_grace_seconds(spec: EmpoRunSpec, shape: "ModelShape | None") -> int:
+    """terminationGracePeriodSeconds of the run's pods: the spec's, or sized from the checkpoint."""
+    if spec.ray.termination_grace_period_seconds is not None:
+        return spec.ray.termination_grace_period_seconds
+    if shape is None:
+        return UNKNOWN_MODEL_GRACE_SECONDS
+    upload = CHECKPOINT_BYTES_PER_PARAM * shape.params / UPLOAD_BYTES_PER_SECOND
+    return int(STEP_ALLOWANCE_SECONDS + upload + EXIT_MARGIN_SECONDS + 0.999)
+
+
 def plan_capacity(spec: EmpoRunSpec, shape: ModelShape, gpu_gib: float | None = None) -> CapacityPlan:
     gib = gpu_gib or gpu_memory_from_selector(spec.ray.node_selector) or DEFAULT_GPU_GIB
     gpu_bytes = gib * GIB
@@ -239,7 +260,7 @@ def plan_capacity(spec: EmpoRunSpec, shape: ModelShape, gpu_gib: float | None = 
     if pod is not None and host > pod:
         warnings.append(f"learner pod: {max(1, learner.gpus_per_replica)} process(es) load the fp32 model "
                         f"({host / GIB:.1f} GiB) into {spec.ray.worker.memory} of pod memory (ray.worker.memory)")
-    return CapacityPlan(shape, gpu_bytes, estimates, warnings)
+    return CapacityPlan(shape, gpu_bytes, estimates, warnings, preemption_grace_seconds(spec, shape))
 
 
 def _cpus(q: str) -> float | None:
@@ -274,6 +295,11 @@ def render(plan: CapacityPlan) -> list[str]:
             lines.append(f"  {name:<34} {value / GIB:8.2f} GiB")
         verdict = "fits" if e.fits else "DOES NOT FIT"
         lines.append(f"  {'total per GPU':<34} {e.total / GIB:8.2f} GiB of {e.limit / GIB:.2f}  {verdict}")
+    if plan.grace_seconds:
+        ckpt = CHECKPOINT_BYTES_PER_PARAM * s.params
+        lines.append("")
+        lines.append(f"preemption grace: {plan.grace_seconds} s per pod (checkpoint about {ckpt / GIB:.1f} GiB; "
+                     "spec.ray.terminationGracePeriodSeconds sets it)")
     for w in plan.warnings:
         lines.append(f"warning: {w}")
     return lines

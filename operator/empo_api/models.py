@@ -431,6 +431,12 @@ class SamplerSpec(_Model):
         1, ge=0, le=64, description="GPUs per sampler pod; 0 colocates generation with the learners.")
     tensor_parallel_size: int = Field(1, ge=1, le=64, description="vLLM tensor parallel size of one engine.")
     gpu_memory_utilization: float = Field(0.7, gt=0.0, le=1.0, description="vLLM share of GPU memory.")
+    max_staleness: int = Field(
+        1, ge=0, le=64,
+        description="Engines of their own only: optimizer steps a training sample's generating policy may lag behind "
+        "the learner. 1 or more: one-step-off, the engines sample the next generation while the learner updates on this "
+        "one (when it is at least algorithm.updatesPerGeneration), importance-corrected against the generating policy's "
+        "log-probs; 0: sample, then update (synchronous).")
 
     @model_validator(mode="after")
     def _tp_divides(self) -> "SamplerSpec":
@@ -604,6 +610,11 @@ class RaySpec(_Model):
     affinity: dict[str, Any] | None = Field(
         None, description="Kubernetes affinity of the worker pods (as in a pod spec).", json_schema_extra=_free_form
     )
+    termination_grace_period_seconds: int | None = Field(
+        None, ge=30, le=86_400,
+        description="Seconds a pod of the run has, once told to stop (drain, eviction, preemption, suspend), to finish "
+                    "or abandon its step and commit a checkpoint before it is killed; default: sized from the plan "
+                    "(the step in progress plus the checkpoint's upload, `empo plan` shows it).")
 
 
 class SecretRef(_Model):
@@ -808,7 +819,7 @@ class EmpoRunSpec(_Model):
     tracking: TrackingSpec = Field(
         default_factory=TrackingSpec, description="Experiment tracking: TensorBoard, MLflow, Weights & Biases.")
     suspend: bool = Field(False, description="true frees the Ray cluster; false again resumes from the latest checkpoint.")
-    max_restarts: int = Field(3, ge=0, le=100, description="Failed attempts retried (each resumes from the latest checkpoint).")
+    max_restarts: int = Field(3, ge=0, le=100, description="Failed attempts retried (each resumes from the latest checkpoint); a preempted attempt (stopped with a checkpoint when its pod was told to) does not count.")
     active_deadline_seconds: int | None = Field(
         None, ge=1, le=INT32_MAX, description="Fail the run when an attempt runs longer than this (not retried)."
     )
@@ -943,6 +954,18 @@ class EvalResult(_Model):
     report_uri: str | None = Field(None, alias="reportURI", description="Where the report is.")
 
 
+class Preemption(_Model):
+    """Written by the trainer when a pod of the run was told to stop and the driver ended the attempt
+    on purpose (exit 75) with its last step checkpointed; the operator's next attempt resumes from it
+    and does not count it against maxRestarts."""
+
+    attempt: int = Field(ge=0, description="The attempt that was preempted.")
+    step: int | None = Field(None, ge=0, description="The step its checkpoint holds (what the next attempt resumes "
+                                                    "from); unset when it stopped before training started.")
+    time: str = Field(description="When the driver stopped (RFC 3339).")
+    message: str = Field("", max_length=1024, description="The driver's one-line account.")
+
+
 class EmpoRunStatus(_Model):
     phase: Phase = Field(Phase.pending, description="Pending, Initializing, Running, Restarting, Suspended, Succeeded or Failed.")
     conditions: list[Condition] = Field(default_factory=list, max_length=16, description="Kubernetes conditions.")
@@ -952,7 +975,10 @@ class EmpoRunStatus(_Model):
     dashboard_url: str | None = Field(None, alias="dashboardURL", description="Ray dashboard of the current attempt.")
     job_deployment_status: str | None = Field(None, description="KubeRay jobDeploymentStatus, mirrored.")
     job_status: str | None = Field(None, description="Ray job status, mirrored.")
-    restarts: int = Field(0, ge=0, description="Attempts restarted after a failure.")
+    restarts: int = Field(0, ge=0, description="Attempts started after the first (failures and preemptions).")
+    preemptions: int = Field(0, ge=0, description="Attempts that stopped with a checkpoint when told to (not counted "
+                                                  "against maxRestarts).")
+    last_preemption: Preemption | None = Field(None, description="The latest preempted attempt, as its trainer told it.")
     next_attempt_time: str | None = Field(None, description="When the next attempt starts, while a restart backs off (RFC 3339).")
     start_time: str | None = Field(None, description="When the first attempt started (RFC 3339).")
     completion_time: str | None = Field(None, description="When the run ended (RFC 3339).")

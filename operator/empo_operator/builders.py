@@ -12,6 +12,7 @@ import json
 from typing import Any
 
 from empo_api.models import API_VERSION, MUTABLE_SPEC_FIELDS, PLURAL, GROUP, EmpoRun, EmpoRunSpec
+from empo_api.capacity import EXIT_MARGIN_SECONDS, known_shape, preemption_grace_seconds
 from empo_api.placement import LEARNER, GroupPlan, PlacementPlan, group_resource, plan_placement
 
 from .settings import Settings
@@ -300,7 +301,31 @@ def pod_labels(run: EmpoRun, component: str, attempt: int) -> dict[str, str]:
     return {**labels(run, component), LABEL_ATTEMPT: str(attempt)}
 
 
+LINGER_MARGIN = 15  # the hook's own end: preemption.LINGER_SECONDS, then `ray stop`
+
+
+def grace_seconds(spec: EmpoRunSpec) -> int:
+    return preemption_grace_seconds(spec, known_shape(spec.model.source))
+
+
+def _stopping(spec: EmpoRunSpec, worker: bool) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """The container's preStop hook and the variable that bounds the driver's wait.
+
+    KubeRay runs `ray start --block` under bash as the container's PID 1, which does not pass
+    SIGTERM on: the hook is what tells the trainer. On the head it signals the driver, which
+    finishes its step, commits the checkpoint and exits 75 (trainer: preemption.py); on a worker it
+    asks a learner there to do the same and waits for the actors to end. The driver gives up the
+    step EXIT_MARGIN_SECONDS before the kubelet's SIGKILL, so LATEST always names a whole checkpoint; the
+    hook then stops the pod's Ray processes, so the container ends without waiting for the SIGKILL."""
+    grace = grace_seconds(spec)
+    command = ["python", "-m", "empo_trainer", "preempt", "--stop-ray", "--wait", str(grace - LINGER_MARGIN)] \
+        + (["--worker"] if worker else [])
+    env = [{"name": "EMPO_PREEMPT_GRACE_SECONDS", "value": str(grace - EXIT_MARGIN_SECONDS)}]
+    return {"preStop": {"exec": {"command": command}}}, env
+
+
 def _head_group(run: EmpoRun, spec: EmpoRunSpec, attempt: int) -> dict[str, Any]:
+    lifecycle, stop_env = _stopping(spec, worker=False)
     return {
         # num-cpus 0: no actor lands on the head, so the worker groups hold the whole plan.
         "rayStartParams": {"num-cpus": "0"},
@@ -310,13 +335,15 @@ def _head_group(run: EmpoRun, spec: EmpoRunSpec, attempt: int) -> dict[str, Any]
                 "containers": [{
                     "name": "ray-head",
                     "image": spec.ray.image,
-                    "env": _env(run, spec, attempt) + _head_env(spec),
+                    "env": _env(run, spec, attempt) + _head_env(spec) + stop_env,
+                    "lifecycle": lifecycle,
                     "ports": [{"name": name, "containerPort": port} for name, port in RAY_HEAD_PORTS.items()]
                     + [{"name": TRAINING_METRICS_PORT_NAME, "containerPort": TRAINING_METRICS_PORT}],
                     "resources": _resources(spec.ray.head.cpu, spec.ray.head.memory),
                     "volumeMounts": [{"name": CONFIG_VOLUME, "mountPath": CONFIG_MOUNT, "readOnly": True}],
                 }],
                 "volumes": [{"name": CONFIG_VOLUME, "configMap": {"name": config_name(run.name)}}],
+                "terminationGracePeriodSeconds": grace_seconds(spec),
             }, run, spec),
         },
     }
@@ -336,15 +363,18 @@ def _nccl_env(spec: EmpoRunSpec) -> list[dict[str, Any]]:
 
 
 def _worker_group(run: EmpoRun, spec: EmpoRunSpec, attempt: int, group: GroupPlan) -> dict[str, Any]:
+    lifecycle, stop_env = _stopping(spec, worker=True)
     pod_spec: dict[str, Any] = {
+        "terminationGracePeriodSeconds": grace_seconds(spec),
         # Workers run as the run's ServiceAccount too, but never call the API: no token in their pods.
         "automountServiceAccountToken": False,
         "containers": [{
             "name": "ray-worker",
             "image": spec.ray.image,
             "env": _env(run, spec, attempt) + (_learner_env(spec) if group.name == LEARNER else [])
-            + (_nccl_env(spec) if group.gpus_per_pod else []),
+            + (_nccl_env(spec) if group.gpus_per_pod else []) + stop_env,
             "resources": _resources(group.cpu, group.memory, group.gpus_per_pod),
+            "lifecycle": lifecycle,
         }],
     }
     if group.gpus_per_pod:  # nodeSelector and tolerations are documented as the GPU pods' own

@@ -288,8 +288,11 @@ async def _reconcile(kube: Kube, settings: Settings, run: dict[str, Any],
     queued = bool(spec.get("queueName"))
     # The operator's default deadline spares queued runs: waiting for Kueue's admission is their normal.
     deadline = spec.get("preRunningDeadlineSeconds") or (None if queued else settings.pre_running_deadline_seconds)
+    preemptions = int(status.get("preemptions") or 0)
     obs = Observation(rayjob=rayjob, rayjob_name=rj_name, suspend=bool(spec.get("suspend", False)),
                       restarts=attempt, max_restarts=int(spec.get("maxRestarts", 3)),
+                      preempted=(status.get("lastPreemption") or {}).get("attempt") == attempt,
+                      preemptions=preemptions,
                       generation=meta.get("generation"), problem=problem, queued=queued,
                       pre_running_expired=_pre_running_expired(rayjob, deadline, status),
                       blocked=await _blocked(kube, rayjob, attempt, pods or {}))
@@ -300,20 +303,28 @@ async def _reconcile(kube: Kube, settings: Settings, run: dict[str, Any],
     if upd.verdict is not None and upd.verdict.restart:
         # The failed attempt goes (its cluster frees the GPUs during the backoff); the next one is
         # due after the backoff, a time kept in status.
-        delay = lifecycle.backoff_seconds(attempt + 1, settings.restart_backoff_seconds,
-                                          settings.restart_backoff_max_seconds)
+        # A preempted attempt checkpointed its step on purpose: the next one starts at once (its pods
+        # wait for room like any), and only failures back off and count against maxRestarts.
+        if obs.preempted:
+            delay, preemptions = 0.0, preemptions + 1
+        else:
+            delay = lifecycle.backoff_seconds(attempt + 1 - preemptions, settings.restart_backoff_seconds,
+                                              settings.restart_backoff_max_seconds)
         following = next_status({**status, **patch}, Observation(
             None, builders.rayjob_name(name, uid, attempt + 1), suspend=obs.suspend, restarts=attempt + 1,
-            max_restarts=obs.max_restarts, generation=obs.generation, queued=obs.queued), stamp(now()))
+            max_restarts=obs.max_restarts, generation=obs.generation, queued=obs.queued,
+            preemptions=preemptions), stamp(now()))
         patch.update(following.patch)
-        patch["nextAttemptTime"] = stamp(now() + datetime.timedelta(seconds=delay))
+        patch["preemptions"] = preemptions
+        patch["nextAttemptTime"] = stamp(now() + datetime.timedelta(seconds=delay)) if delay else None
         events += following.events
         await act()  # the API server checks the resourceVersion too; KMock in the tests does not
         await _write_status(kube, run, patch)
         await _post(kube, run, events)
         metrics.RESTARTS.inc()
         await io(kube.delete, *RAYJOB, namespace, rj_name, rayjob["metadata"].get("uid"))
-        log.info(f"attempt {attempt} of {namespace}/{name} failed; attempt {attempt + 1} in {delay:.0f}s")
+        log.info(f"attempt {attempt} of {namespace}/{name} {'was preempted' if obs.preempted else 'failed'}; "
+                 f"attempt {attempt + 1} in {delay:.0f}s")
         return delay
     if lifecycle.status_changed(status, patch):
         # The API server refuses a write from a stale copy (resourceVersion); checking first also

@@ -16,6 +16,7 @@ Transitions (first matching row wins; "-" is any):
 | Complete (SUCCEEDED)                                 | -       | -             | Succeeded    | Succeeded          |
 | ValidationFailed                                     | -       | -             | Failed       | ValidationFailed   |
 | Failed with reason DeadlineExceeded                  | -       | -             | Failed       | DeadlineExceeded   |
+| Failed, or Complete (FAILED / STOPPED), preempted    | -       | -             | Restarting   | Preempted          |
 | Failed, or Complete (FAILED / STOPPED)               | -       | < maxRestarts | Restarting   | AttemptFailed      |
 | Failed, or Complete (FAILED / STOPPED)               | -       | = maxRestarts | Failed       | RestartsExhausted  |
 | not yet running (or queued) past preRunningDeadline  | false   | -             | Failed       | PreRunningDeadline.|
@@ -37,6 +38,10 @@ Conditions (kstatus: Reconciling and Stalled are "abnormal-true"; Argo CD and Fl
 | Suspended    | False | False                           | False   | True      | False     | False  |
 | Succeeded    | True  | False                           | False   | False     | True      | False  |
 | Failed       | False | False                           | True    | False     | False     | True   |
+
+"preempted": the attempt's trainer wrote status.lastPreemption naming it (a pod of the run was told
+to stop and the driver ended the attempt after checkpointing its step); restarts counts it, but the
+comparison with maxRestarts leaves out status.preemptions.
 
 A refused spec change (immutable field, or a change the models reject) keeps the phase and sets
 Stalled True with the field in the message until the spec is put back. While the attempt is not
@@ -61,6 +66,7 @@ CONDITION_TYPES = ("Ready", "Reconciling", "Stalled", "Suspended", "Succeeded", 
 
 _STARTING = ("", "New", "Initializing", "Waiting")
 PRE_RUNNING_DEADLINE = "PreRunningDeadlineExceeded"
+PREEMPTED = "Preempted"
 _FAILED_JOB = ("FAILED", "STOPPED")
 
 
@@ -90,6 +96,10 @@ class Observation:
     queued: bool = False  # spec.queueName is set (Kueue keeps the RayJob suspended until admitted)
     # The attempt has not run for spec.preRunningDeadlineSeconds since its RayJob was created.
     pre_running_expired: bool = False
+    # The attempt's trainer reported that it stopped when told to, its last step checkpointed
+    # (status.lastPreemption names this attempt): its end is no failure.
+    preempted: bool = False
+    preemptions: int = 0  # earlier attempts that ended so: restarts that maxRestarts does not count
 
 
 @dataclass(frozen=True)
@@ -145,9 +155,14 @@ def verdict(obs: Observation, old_phase: str | None) -> Verdict:
             # activeDeadlineSeconds bounds the run; another attempt would only exceed it again
             # (KubeRay does not retry it either).
             return Verdict(FAILED, "DeadlineExceeded", f"{why}; not retried (activeDeadlineSeconds)")
-        if obs.restarts < obs.max_restarts:
+        if obs.preempted:
+            return Verdict(RESTARTING, PREEMPTED,
+                           f"RayJob {name} stopped when its pods were told to, with a checkpoint; the next attempt "
+                           f"resumes from it (not counted against maxRestarts)", restart=True)
+        failures = obs.restarts - obs.preemptions
+        if failures < obs.max_restarts:
             return Verdict(RESTARTING, "AttemptFailed",
-                           f"{why}; restart {obs.restarts + 1} of {obs.max_restarts}", restart=True)
+                           f"{why}; restart {failures + 1} of {obs.max_restarts}", restart=True)
         return Verdict(FAILED, "RestartsExhausted", f"{why}; no restarts left (maxRestarts {obs.max_restarts})")
     waiting = deployment in _STARTING or (deployment == "Running" and job in ("", "PENDING")) \
         or (deployment in ("Suspending", "Suspended") and obs.queued and not obs.suspend)
@@ -255,7 +270,7 @@ def next_status(old: dict[str, Any] | None, obs: Observation, now: str) -> Statu
 
     events = []
     if v.phase != old_phase:
-        warn = v.phase in (FAILED, RESTARTING)
+        warn = v.phase in (FAILED, RESTARTING) and v.reason != PREEMPTED  # a drain is routine
         events.append(Event("Warning" if warn else "Normal", v.reason or v.phase, f"{v.phase}: {v.message}"))
     old_stalled = next((c for c in old.get("conditions") or [] if c.get("type") == "Stalled"), {})
     new_stalled = next(c for c in patch["conditions"] if c["type"] == "Stalled")

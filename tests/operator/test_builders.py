@@ -237,3 +237,31 @@ def test_every_pod_passes_the_restricted_standard_unless_the_platform_says_other
     for where, template in builders.pod_templates(builders.build_rayjob(run, root)):
         assert "securityContext" not in template["spec"], where
         assert template["spec"]["containers"][0]["securityContext"] == {"capabilities": {"add": ["IPC_LOCK"]}}
+
+
+def test_every_ray_pod_checkpoints_when_told_to_stop_within_a_grace_sized_from_the_plan():
+    """KubeRay's PID 1 (bash) passes no SIGTERM on: each Ray container's preStop hook tells the
+    trainer (`empo_trainer preempt`), within a grace period that grows with the checkpoint."""
+    def graces(manifest):
+        rj = builders.build_rayjob(EmpoRun.model_validate({**manifest, "metadata": {"name": "r", "namespace": "ns"}}),
+                                   SETTINGS)
+        rc = rj["spec"]["rayClusterSpec"]
+        pods = [rc["headGroupSpec"]["template"]["spec"]] + [g["template"]["spec"] for g in rc["workerGroupSpecs"]]
+        for pod in pods:
+            (c,) = pod["containers"]
+            hook = c["lifecycle"]["preStop"]["exec"]["command"]
+            assert hook[:5] == ["python", "-m", "empo_trainer", "preempt", "--stop-ray"], hook
+            assert ("--worker" in hook) == (c["name"] == "ray-worker")
+            wait = float(hook[hook.index("--wait") + 1])
+            driver_grace = float(env(c)["EMPO_PREEMPT_GRACE_SECONDS"])
+            # the driver gives up its step, then the hook, before the kubelet's SIGKILL
+            assert driver_grace < wait < pod["terminationGracePeriodSeconds"]
+        return {pod["terminationGracePeriodSeconds"] for pod in pods}
+
+    small = graces(SMALL)
+    seven_b = copy.deepcopy(SMALL)
+    seven_b["spec"]["model"]["source"] = "Qwen/Qwen2.5-Math-7B"
+    big = graces(seven_b)
+    assert len(small) == len(big) == 1 and min(big) > min(small) >= 60, (small, big)
+    seven_b["spec"]["ray"] = {"terminationGracePeriodSeconds": 900}
+    assert graces(seven_b) == {900}

@@ -119,6 +119,34 @@ def test_failed_attempts_restart_then_fail(operator, api, tiny):
     assert status["completionTime"]
 
 
+def test_a_preempted_attempt_restarts_at_once_and_keeps_the_budget(operator, api, tiny, kube_emulator):
+    """The trainer reports that its attempt stopped with a checkpoint when told to (a drain, an
+    eviction): the next attempt starts without backoff even with maxRestarts 0, and only a real
+    failure after it spends the budget."""
+    operator()
+    api.create_run(run_manifest(tiny, maxRestarts=0))
+    first = wait_for(lambda: api.attempt("smoke", 0), what="attempt 0")["metadata"]["name"]
+    api.kuberay_reports(first, jobDeploymentStatus="Running", jobStatus="RUNNING")
+    api.wait_phase("smoke", "Running")
+    reporter = ProgressReporter("smoke", api.ns, kubeconfig=str(kube_emulator.kubeconfig), attempt=0)
+    reporter.preempted(5, "preempted at step 5: checkpoint step-5 committed")
+    reporter.close()
+    wait_for(lambda: api.status("smoke").get("lastPreemption"), what="the trainer's report")
+    api.kuberay_reports(first, jobDeploymentStatus="Failed", jobStatus="FAILED", reason="AppFailed",
+                        message="Job entrypoint command failed with exit code 75")
+    rj1 = wait_for(lambda: api.attempt("smoke", 1), what="attempt 1")
+    status = api.status("smoke")
+    assert (status["restarts"], status["preemptions"], status["lastPreemption"]["step"]) == (1, 1, 5), status
+    events = [e for e in api.objects("events").values() if e.get("reason") == "Preempted"]
+    assert [e["type"] for e in events] == ["Normal"], events  # routine, not a warning
+    assert status["phase"] in ("Restarting", "Initializing", "Pending")
+
+    api.kuberay_reports(rj1["metadata"]["name"], jobDeploymentStatus="Failed", jobStatus="FAILED", reason="AppFailed")
+    api.wait_phase("smoke", "Failed")
+    assert api.condition("smoke", "Failed")["reason"] == "RestartsExhausted"
+    assert set(api.objects("rayjobs")) == {rj1["metadata"]["name"]}
+
+
 def test_suspend_and_resume(operator, api, tiny):
     operator()
     api.create_run(run_manifest(tiny))

@@ -23,6 +23,10 @@ def rj(deployment=None, job=None, **extra):
     (Observation(rj("Failed", "FAILED", reason="AppFailed"), restarts=0, max_restarts=2), "Running", "Restarting", "AttemptFailed", True),
     (Observation(rj("Complete", "STOPPED"), restarts=1, max_restarts=2), "Running", "Restarting", "AttemptFailed", True),
     (Observation(rj("Failed", "FAILED"), restarts=2, max_restarts=2), "Running", "Failed", "RestartsExhausted", False),
+    # a preempted attempt restarts whatever the budget; earlier preemptions leave the budget whole
+    (Observation(rj("Failed", "FAILED"), restarts=0, max_restarts=0, preempted=True), "Running", "Restarting", "Preempted", True),
+    (Observation(rj("Failed", "FAILED"), restarts=3, max_restarts=2, preemptions=2), "Running", "Restarting", "AttemptFailed", True),
+    (Observation(rj("Failed", "FAILED"), restarts=3, max_restarts=1, preemptions=2), "Running", "Failed", "RestartsExhausted", False),
     (Observation(rj("Failed", reason="DeadlineExceeded"), max_restarts=3), "Running", "Failed", "DeadlineExceeded", False),
     (Observation(rj("Initializing"), pre_running_expired=True), "Initializing", "Failed", "PreRunningDeadlineExceeded", False),
     (Observation(rj("Running", "PENDING"), pre_running_expired=True), "Initializing", "Failed", "PreRunningDeadlineExceeded", False),

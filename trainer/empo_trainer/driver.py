@@ -116,8 +116,9 @@ class _Progress:
     def step(self, record: dict[str, Any]) -> None:
         if self.bar is None:
             return
+        extra = {"stale": record["staleness"]} if "staleness" in record else {}  # separate engines: steps behind
         self.bar.set_postfix(reward=f"{record.get('reward', 0):.3f}", H=f"{record.get('semantic_entropy', 0):.3f}",
-                             tok_s=f"{record.get('tokens_per_second', 0):.0f}", refresh=False)
+                             tok_s=f"{record.get('tokens_per_second', 0):.0f}", **extra, refresh=False)
         self.bar.n = record["step"]
         self.bar.refresh()
 
@@ -298,6 +299,9 @@ def _preempted(summary: RunSummary, storage, preempt: preemption.DriverPreemptio
         line = (f"preempted at step {step}: but LATEST names step {at if latest else 'none'}"
                 + (f" ({why})" if why else "") + "; the next attempt resumes from LATEST")
     print(line, file=sys.stderr, flush=True)
+    reporter = ProgressReporter.from_env()  # the run's reporter is closed: a last patch of its own
+    reporter.preempted(at, line)
+    reporter.close()
     try:
         close_tracking()
     except Exception as exc:  # noqa: BLE001 - tracking must not turn a clean stop into a failure

@@ -17,7 +17,7 @@ import threading
 import time
 from typing import Any
 
-from empo_api.models import API_VERSION, PLURAL, Checkpoint, EvalResult, Progress
+from empo_api.models import API_VERSION, PLURAL, Checkpoint, EvalResult, Preemption, Progress
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,7 @@ class NullReporter:
     def report(self, progress: dict[str, Any]) -> None: ...
     def checkpoint(self, step: int, uri: str) -> None: ...
     def eval(self, result: dict[str, Any]) -> None: ...
+    def preempted(self, step: int | None, message: str) -> None: ...
     def flush(self) -> bool: return True
     def close(self) -> None: ...
 
@@ -53,8 +54,9 @@ class ProgressReporter:
     """Patches one EmpoRun's status through the status subresource."""
 
     def __init__(self, name: str, namespace: str, *, api_client: Any = None, api_url: str | None = None,
-                 kubeconfig: str | None = None, min_interval: float = DEFAULT_INTERVAL) -> None:
+                 kubeconfig: str | None = None, min_interval: float = DEFAULT_INTERVAL, attempt: int = 0) -> None:
         self.name, self.namespace = name, namespace
+        self.attempt = attempt  # the operator's attempt number (EMPO_ATTEMPT)
         self.min_interval = min_interval
         self.path = f"/apis/{API_VERSION}/namespaces/{namespace}/{PLURAL}/{name}/status"
         self._api = api_client or _client(api_url, kubeconfig)
@@ -79,7 +81,8 @@ class ProgressReporter:
         interval = float(env.get("EMPO_PROGRESS_INTERVAL", "") or DEFAULT_INTERVAL)
         try:
             return cls(name, namespace, api_url=env.get("EMPO_API_URL") or None,
-                       kubeconfig=env.get("EMPO_KUBECONFIG") or None, min_interval=interval)
+                       kubeconfig=env.get("EMPO_KUBECONFIG") or None, min_interval=interval,
+                       attempt=int(env.get("EMPO_ATTEMPT", "") or 0))
         except Exception as exc:  # no credentials in this pod: train anyway
             log.warning("EmpoRun %s/%s: status reports disabled, cannot configure the API client: %s",
                         namespace, name, exc)
@@ -109,6 +112,14 @@ class ProgressReporter:
             log.warning("eval result not reported, it does not fit status.lastEval: %s", exc)
             return
         self._queue({"lastEval": wire})
+
+    def preempted(self, step: int | None, message: str) -> None:
+        """status.lastPreemption: this attempt stopped when told to, with `step` checkpointed. The
+        operator reads it when the attempt's RayJob ends, to start the next attempt at once and not
+        count it against maxRestarts; the driver closes the reporter (which sends it) before it exits,
+        so it is there before the Ray job can end."""
+        self._queue({"lastPreemption": Preemption(attempt=self.attempt, step=step, time=_now(),
+                                                  message=message[:1024]).to_wire()})
 
     def flush(self) -> bool:
         """Send what is pending now, ignoring the throttle; True when nothing is left pending."""

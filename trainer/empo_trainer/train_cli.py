@@ -72,8 +72,13 @@ def run(args: argparse.Namespace) -> int:
         summary = driver.run(empo_run, steps=args.steps, fresh=args.fresh, progress=not args.no_progress,
                              num_cpus=args.num_cpus)
     except preemption.Preempted:
-        print(f"{args.manifest}: preempted before training started: nothing to checkpoint; the next run "
-              "resumes from the latest checkpoint", file=sys.stderr)
+        line = "preempted before training started: nothing to checkpoint; the next run resumes from the latest checkpoint"
+        print(f"{args.manifest}: {line}", file=sys.stderr)
+        from .progress import ProgressReporter
+
+        reporter = ProgressReporter.from_env()
+        reporter.preempted(None, line)
+        reporter.close()
         return preemption.EXIT_PREEMPTED
     except (SpecError, DatasetError, ModelSourceError, StorageError) as exc:
         # Input the user can fix, or storage that stayed down past its window: one line, no
