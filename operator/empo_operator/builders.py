@@ -453,7 +453,9 @@ def build_rayjob(run: EmpoRun, settings: Settings, attempt: int = 0,
         "ttlSecondsAfterFinished": spec.ttl_seconds_after_finished,
         # The operator retries failed attempts itself (each resumes from checkpoints/LATEST).
         "backoffLimit": 0,
-        "suspend": spec.suspend,
+        # Queued: created suspended, as Kueue's own webhook would make it, so that nothing starts
+        # before Kueue admits it even where that webhook is not installed.
+        "suspend": spec.suspend or bool(spec.queue_name),
         "submitterPodTemplate": _submitter_template(run, spec, attempt),
         "rayClusterSpec": {
             "rayVersion": spec.ray.ray_version,

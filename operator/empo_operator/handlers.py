@@ -340,10 +340,14 @@ async def _reconcile(kube: Kube, settings: Settings, run: dict[str, Any],
 
 async def _blocked(kube: Kube, rayjob: dict[str, Any] | None, attempt: int,
                    pods: dict[str, dict[str, Any]]) -> tuple[str, str] | None:
-    """What keeps the attempt's pods from running (pod_causes), while its job is not running yet."""
+    """What keeps the attempt's pods from running (pod_causes), while its job is not running yet;
+    for a queued RayJob Kueue has not admitted, a queue that cannot admit it."""
     if rayjob is None:
         return None
     deployment, job = ((rayjob.get("status") or {}).get(k) or "" for k in ("jobDeploymentStatus", "jobStatus"))
+    queue = ((rayjob.get("metadata") or {}).get("labels") or {}).get(builders.KUEUE_QUEUE_LABEL)
+    if queue and (rayjob.get("spec") or {}).get("suspend") and deployment in ("", "New", "Suspended"):
+        return await _queue_problem(kube, rayjob["metadata"]["namespace"], queue)
     if deployment not in ("", "New", "Initializing", "Waiting", "Running") or job not in ("", "PENDING"):
         return None  # running, or ended: KubeRay's own status says what happened
     mine = [p for p in pods.values() if p["labels"].get(builders.LABEL_ATTEMPT) == str(attempt)]
@@ -356,6 +360,25 @@ async def _blocked(kube: Kube, rayjob: dict[str, Any] | None, attempt: int,
         warnings = sorted(events, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "", reverse=True)
     cause = pod_causes.first_cause(mine, warnings)
     return cause.as_tuple() if cause else None
+
+
+KUEUE_API = "kueue.x-k8s.io/v1beta1"  # served by Kueue 0.9 to 0.17 (v1beta2 only from 0.15)
+
+
+async def _queue_problem(kube: Kube, namespace: str, queue: str) -> tuple[str, str] | None:
+    """Why Kueue will never admit a RayJob labelled for `queue`: no Kueue at all, or no such
+    LocalQueue in the run's namespace. Kueue itself says nothing in either case."""
+    if not await io(kube.serves, KUEUE_API):
+        return (KUEUE_NOT_INSTALLED, f"spec.queueName is {queue!r}, but Kueue is not installed (the API server serves "
+                                     f"no {KUEUE_API}): nothing will admit the run; install Kueue or remove queueName")
+    if await io(kube.get, KUEUE_API, "localqueues", namespace, queue) is None:
+        return (LOCAL_QUEUE_NOT_FOUND, f"spec.queueName is {queue!r}, but namespace {namespace} has no LocalQueue of "
+                                       f"that name: Kueue admits nothing into it; create it or fix queueName")
+    return None
+
+
+KUEUE_NOT_INSTALLED = "KueueNotInstalled"
+LOCAL_QUEUE_NOT_FOUND = "LocalQueueNotFound"
 
 
 def _pre_running_expired(rayjob: dict[str, Any] | None, deadline: int | None, status: dict[str, Any]) -> bool:

@@ -114,6 +114,17 @@ class Kube:
                 return None
             raise
 
+    def serves(self, api_version: str) -> bool:
+        """Whether the API server serves a group version (discovery, which every user may read):
+        False when no CRD of that group is installed."""
+        try:
+            self._call("GET", f"/apis/{api_version}")
+            return True
+        except ApiException as exc:
+            if exc.status == 404:
+                return False
+            raise
+
     def list(self, api_version: str, plural: str, namespace: str, field_selector: str = "") -> list[dict[str, Any]]:
         """The items of a namespaced list, narrowed by a field selector (e.g. involvedObject.name=x)."""
         query = [("fieldSelector", field_selector)] if field_selector else None

@@ -33,6 +33,8 @@ RUN_RULES = {
     ("", "events"): {"create", "list"},
     # the run's pods, watched (kopf) for what keeps them from running (pod_causes).
     ("", "pods"): {"list", "watch"},
+    # a queued run's LocalQueue, read while it waits (a missing one admits nothing).
+    ("kueue.x-k8s.io", "localqueues"): {"get"},
 }
 # Cluster-scoped in both modes: kopf's CRD discovery.
 CLUSTER_RULES = {("apiextensions.k8s.io", "customresourcedefinitions"): {"list", "watch"}}

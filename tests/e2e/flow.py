@@ -101,7 +101,8 @@ def can_connect(nc, probes: list[tuple[str, str, dict[str, str], str, int]]) -> 
     return results
 
 
-def apply_run(nc, s3, namespace: str, bucket: str, steps: int = STEPS, max_restarts: int = 0) -> dict:
+def apply_run(nc, s3, namespace: str, bucket: str, steps: int = STEPS, max_restarts: int = 0,
+              checkpoint_every: int = 2) -> dict:
     """A Secret with the S3 credentials and the EmpoRun, applied with kubectl as a user would."""
     cp = nc.cp
     cp.kubectl("create", "secret", "generic", "s3", "-n", namespace,
@@ -112,7 +113,7 @@ def apply_run(nc, s3, namespace: str, bucket: str, steps: int = STEPS, max_resta
     run["spec"]["algorithm"]["steps"] = steps
     run["spec"]["maxRestarts"] = max_restarts
     run["spec"]["storage"] = {"uri": f"s3://{bucket}/runs", "credentialsSecretRef": {"name": "s3"},
-                              "checkpointEvery": 2}
+                              "checkpointEvery": checkpoint_every}
     cp.kubectl("apply", "-f", "-", input=yaml.safe_dump(run))
     return run
 

@@ -14,6 +14,7 @@ import pytest
 
 from tests.e2e.flow import KUBERAY_LABELS, KUBERAY_NAMESPACE, RUN_NAME, STEPS, Watch, apply_run, can_connect
 from tests.e2e.policy_check import allowed, cluster_view
+from tests.plugins.node import NODE_NAME
 
 pytestmark = [pytest.mark.timeout(2400)]
 
@@ -90,18 +91,27 @@ def s3_keys(s3, bucket: str) -> set[str]:
             for o in page.get("Contents", [])}
 
 
-def test_a_lost_learner_pod_restarts_the_run_from_its_checkpoint(node_cluster, pod_s3, chart_operator_pod, flow_log):
-    """The learner's pod deleted mid-run (a lost node, an eviction): the attempt fails, the operator
-    starts the next one, which resumes from checkpoints/LATEST; every step is in metrics.jsonl once."""
+def test_a_drain_mid_run_costs_no_step(node_cluster, pod_s3, chart_operator_pod, flow_log):
+    """`kubectl drain` of the node under a running run (its head, its learner and the submitter
+    evicted): each Ray container's preStop hook has the driver finish the step in progress and
+    commit it, the run resumes from that step once the node takes pods again, and it ends
+    Succeeded with maxRestarts 0, every step in metrics.jsonl once."""
     nc, cp, s3 = node_cluster, node_cluster.cp, pod_s3
-    steps = 16  # long enough that the pod goes mid-run (about 6 s a step)
-    ns = cp.create_namespace("lost")
-    bucket = s3.new_bucket("lost")
-    apply_run(nc, s3, ns, bucket, steps=steps, max_restarts=1)
+    steps = 16  # long enough that the drain comes mid-run (about 6 s a step)
+    ns = cp.create_namespace("drain")
+    bucket = s3.new_bucket("drain")
+    # No periodic checkpoint before the end: only the preemption's own can save the steps done.
+    apply_run(nc, s3, ns, bucket, steps=steps, max_restarts=0, checkpoint_every=1000)
     watch = Watch(nc, ns)
     root = f"runs/{ns}/{RUN_NAME}/"
-    # The first checkpoint committed in S3 (LATEST is written last), then the learner's pod goes.
-    watch.until(lambda _: f"{root}checkpoints/LATEST" in s3_keys(s3, bucket), 900, "the first checkpoint")
+
+    def logged_steps() -> list[int]:
+        if f"{root}metrics.jsonl" not in s3_keys(s3, bucket):
+            return []
+        body = s3.client().get_object(Bucket=bucket, Key=f"{root}metrics.jsonl")["Body"].read().decode()
+        return [json.loads(line)["step"] for line in body.splitlines()]
+
+    watch.until(lambda _: len(logged_steps()) >= 2, 900, "two steps trained")
     earlier_pods = cluster_view(cp)[1]
     (head,) = nc.pods(ns, "empo.dev/component=head")
     ip = head["status"]["podIP"]
@@ -109,17 +119,27 @@ def test_a_lost_learner_pod_restarts_the_run_from_its_checkpoint(node_cluster, p
     probes = can_connect(nc, [("kuberay", KUBERAY_NAMESPACE, KUBERAY_LABELS, ip, 8265),
                               ("impostor", foreign, KUBERAY_LABELS, ip, 8265),
                               ("neighbour", ns, {"app": "other"}, ip, 6379)])
-    (learner,) = nc.pods(ns, "empo.dev/component=learner")
-    cp.kubectl("delete", "pod", learner["metadata"]["name"], "-n", ns, "--wait=false")
-    at = watch.poll()
-    assert (at.get("progress") or {}).get("step", 0) < steps - 4, f"the run was nearly done before its pod went: {at}"
+    before = logged_steps()
+    assert before[-1] < steps - 4, f"the run was nearly done before the drain: {before}"
+    # Cordons the node and evicts the run's pods through the Eviction API, waiting until they are gone.
+    try:
+        cp.kubectl("drain", NODE_NAME, f"--pod-selector=empo.dev/run={RUN_NAME}", "--ignore-daemonsets",
+                   "--delete-emptydir-data", "--timeout=300s", timeout=330)
+        stopped = watch.until(lambda s: s.get("lastPreemption"), 60, "the trainer's preemption report")["lastPreemption"]
+    finally:
+        cp.kubectl("uncordon", NODE_NAME)  # the node serves the tests after this one too
 
-    watch.until(lambda s: s.get("restarts") == 1, 600, "the operator to start attempt 1")
     final = watch.until(lambda s: s.get("phase") in ("Succeeded", "Failed"), 1500, "the run to end")
-    assert final["phase"] == "Succeeded" and final["restarts"] == 1, watch.describe()
-    assert {f"{root}attempts/attempt-000001.json", f"{root}attempts/attempt-000002.json"} <= s3_keys(s3, bucket)
-    metrics = s3.client().get_object(Bucket=bucket, Key=f"{root}metrics.jsonl")["Body"].read().decode()
-    assert [json.loads(line)["step"] for line in metrics.splitlines()] == list(range(1, steps + 1))
+    assert final["phase"] == "Succeeded", watch.describe()
+    at = stopped["step"]
+    # Zero steps lost: the step in progress when the pods were told to stop was finished and
+    # committed, not abandoned; the run went on from it.
+    assert at >= before[-1] and stopped["message"].startswith(
+        f"preempted at step {at}: checkpoint step-{at} committed"), stopped
+    assert stopped["attempt"] == 0 and final["restarts"] == final.get("preemptions", 0) <= 1, final
+    keys = s3_keys(s3, bucket)
+    assert {f"{root}checkpoints/step-{at:06d}/empo-manifest.json", f"{root}attempts/attempt-000002.json"} <= keys
+    assert logged_steps() == list(range(1, steps + 1))
 
     # The run's NetworkPolicy against what really went over the wire (no engine enforces it here,
     # tests/e2e/policy_check.py): every connection of the run's pods in both attempts (the head to S3,

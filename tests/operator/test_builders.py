@@ -60,7 +60,8 @@ def test_rayjob_of_the_8_gpu_example(math_s3):
     assert rj["metadata"]["name"] == "qwen-math-7b-empo-00000-0"  # 00000: no uid outside a cluster
     assert rj["metadata"]["labels"][builders.KUEUE_QUEUE_LABEL] == "gpu-research"
     assert spec["entrypoint"] == "python -m empo_trainer run --config /etc/empo/spec.json"
-    assert spec["shutdownAfterJobFinishes"] is True and spec["suspend"] is False
+    # queued: created suspended (as Kueue's webhook would), so it waits for Kueue's admission
+    assert spec["shutdownAfterJobFinishes"] is True and spec["suspend"] is True
     # KubeRay's TTL is when it deletes the RayCluster: every GPU is freed as the job ends.
     assert spec["ttlSecondsAfterFinished"] == 0 and "activeDeadlineSeconds" not in spec
     groups = {g["groupName"]: g for g in spec["rayClusterSpec"]["workerGroupSpecs"]}

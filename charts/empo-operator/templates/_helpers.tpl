@@ -106,6 +106,11 @@ Role per watched namespace otherwise. Each verb is one the operator (or kopf und
 - apiGroups: [""]
   resources: [pods]
   verbs: [list, watch]
+# Kueue's LocalQueues, read while a queued run waits: one that does not exist admits nothing, and
+# Kueue says so nowhere the run's owner looks.
+- apiGroups: [kueue.x-k8s.io]
+  resources: [localqueues]
+  verbs: [get]
 {{- if and .Values.peering.name (gt (len .Values.watchNamespaces) 0) }}
 # kopf peering (namespaced): take part in the KopfPeering of each watched namespace.
 - apiGroups: [kopf.dev]
