@@ -362,16 +362,18 @@ async def _blocked(kube: Kube, rayjob: dict[str, Any] | None, attempt: int,
     return cause.as_tuple() if cause else None
 
 
-KUEUE_API = "kueue.x-k8s.io/v1beta1"  # served by Kueue 0.9 to 0.17 (v1beta2 only from 0.15)
+# Kueue's storage version first (from 0.15; read without its conversion webhook), then the older one.
+KUEUE_APIS = ("kueue.x-k8s.io/v1beta2", "kueue.x-k8s.io/v1beta1")
 
 
 async def _queue_problem(kube: Kube, namespace: str, queue: str) -> tuple[str, str] | None:
     """Why Kueue will never admit a RayJob labelled for `queue`: no Kueue at all, or no such
     LocalQueue in the run's namespace. Kueue itself says nothing in either case."""
-    if not await io(kube.serves, KUEUE_API):
+    served = [v for v in KUEUE_APIS if await io(kube.serves, v)]
+    if not served:
         return (KUEUE_NOT_INSTALLED, f"spec.queueName is {queue!r}, but Kueue is not installed (the API server serves "
-                                     f"no {KUEUE_API}): nothing will admit the run; install Kueue or remove queueName")
-    if await io(kube.get, KUEUE_API, "localqueues", namespace, queue) is None:
+                                     f"no kueue.x-k8s.io): nothing will admit the run; install Kueue or remove queueName")
+    if await io(kube.get, served[0], "localqueues", namespace, queue) is None:
         return (LOCAL_QUEUE_NOT_FOUND, f"spec.queueName is {queue!r}, but namespace {namespace} has no LocalQueue of "
                                        f"that name: Kueue admits nothing into it; create it or fix queueName")
     return None
