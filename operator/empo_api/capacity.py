@@ -149,6 +149,7 @@ class CapacityPlan:
     estimates: list[Estimate]
     warnings: list[str]
     grace_seconds: int = 0  # terminationGracePeriodSeconds of the run's pods (preemption_grace_seconds)
+    spec: EmpoRunSpec | None = None
 
     @property
     def fits(self) -> bool:
@@ -237,6 +238,21 @@ def preemption_grace_seconds(spec: EmpoRunSpec, shape: "ModelShape | None") -> i
     return int(STEP_ALLOWANCE_SECONDS + upload + EXIT_MARGIN_SECONDS + 0.999)
 
 
+LOGS_BYTES = 2 * GIB  # Ray's session logs and spill, the trainer's scratch, per pod
+
+
+def node_disk_bytes(spec: EmpoRunSpec, shape: "ModelShape | None", role: str) -> int | None:
+    """The node disk one pod of `role` (head, learner, sampler) fills in its cache: the model in its
+    dtype (the head's Hub download before staging, each worker's verified copy from S3), and on a
+    learner two checkpoints (the one it writes before the upload and the one a resumed attempt
+    downloads, CHECKPOINT_BYTES_PER_PARAM each); None when the model's shape is unknown."""
+    if shape is None:
+        return None
+    model = DTYPE_BYTES.get(spec.model.dtype, 2) * shape.params
+    checkpoints = 2 * CHECKPOINT_BYTES_PER_PARAM * shape.params if role == "learner" else 0
+    return int(model + checkpoints + LOGS_BYTES)
+
+
 def plan_capacity(spec: EmpoRunSpec, shape: ModelShape, gpu_gib: float | None = None) -> CapacityPlan:
     gib = gpu_gib or gpu_memory_from_selector(spec.ray.node_selector) or DEFAULT_GPU_GIB
     gpu_bytes = gib * GIB
@@ -260,7 +276,7 @@ def plan_capacity(spec: EmpoRunSpec, shape: ModelShape, gpu_gib: float | None = 
     if pod is not None and host > pod:
         warnings.append(f"learner pod: {max(1, learner.gpus_per_replica)} process(es) load the fp32 model "
                         f"({host / GIB:.1f} GiB) into {spec.ray.worker.memory} of pod memory (ray.worker.memory)")
-    return CapacityPlan(shape, gpu_bytes, estimates, warnings, preemption_grace_seconds(spec, shape))
+    return CapacityPlan(shape, gpu_bytes, estimates, warnings, preemption_grace_seconds(spec, shape), spec)
 
 
 def _cpus(q: str) -> float | None:
@@ -300,6 +316,12 @@ def render(plan: CapacityPlan) -> list[str]:
         lines.append("")
         lines.append(f"preemption grace: {plan.grace_seconds} s per pod (checkpoint about {ckpt / GIB:.1f} GiB; "
                      "spec.ray.terminationGracePeriodSeconds sets it)")
+        disk = {role: node_disk_bytes(plan.spec, s, role) for role in ("head", "learner", "sampler")} \
+            if plan.spec is not None else {}
+        if disk:
+            lines.append("node disk (ephemeral-storage request, the pod's cache): "
+                         + ", ".join(f"{role} {b / GIB:.1f} GiB" for role, b in disk.items() if b)
+                         + " (spec.ray.head/worker.ephemeralStorage sets it)")
     for w in plan.warnings:
         lines.append(f"warning: {w}")
     return lines

@@ -497,6 +497,11 @@ class LearnerSpec(_Model):
 class Resources(_Model):
     cpu: str = Field("4", pattern=QUANTITY, description="CPU request and limit (Kubernetes quantity).")
     memory: str = Field("16Gi", pattern=QUANTITY, description="Memory request and limit (Kubernetes quantity).")
+    ephemeral_storage: str | None = Field(
+        None, pattern=QUANTITY,
+        description="Ephemeral storage request and limit (Kubernetes quantity): the node disk the pod's cache "
+                    "(model, checkpoints) and logs may use; default: a request sized from the model (`empo plan` "
+                    "shows it) and no limit.")
 
 
 class Toleration(_Model):

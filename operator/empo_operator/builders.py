@@ -12,7 +12,7 @@ import json
 from typing import Any
 
 from empo_api.models import API_VERSION, MUTABLE_SPEC_FIELDS, PLURAL, GROUP, EmpoRun, EmpoRunSpec
-from empo_api.capacity import EXIT_MARGIN_SECONDS, known_shape, preemption_grace_seconds
+from empo_api.capacity import EXIT_MARGIN_SECONDS, LOGS_BYTES, known_shape, node_disk_bytes, preemption_grace_seconds
 from empo_api.placement import LEARNER, GroupPlan, PlacementPlan, group_resource, plan_placement
 
 from .settings import Settings
@@ -469,9 +469,44 @@ def build_rayjob(run: EmpoRun, settings: Settings, attempt: int = 0,
     if spec.active_deadline_seconds:
         job_spec["activeDeadlineSeconds"] = spec.active_deadline_seconds
     rayjob = {"apiVersion": "ray.io/v1", "kind": "RayJob", "metadata": meta, "spec": job_spec}
+    _with_cache(rayjob, spec, settings)
     _secure(rayjob, settings)
     check_identities(rayjob, run.name)
     return rayjob
+
+
+CACHE_VOLUME = "empo-cache"
+CACHE_MOUNT = "/var/cache/empo"
+
+
+def _with_cache(rayjob: dict[str, Any], spec: EmpoRunSpec, settings: Settings) -> None:
+    """Every Ray pod keeps the model, its checkpoints and the Hugging Face cache on one volume
+    (EMPO_CACHE_DIR, HF_HOME), not in the container's writable layer: an emptyDir on the node's disk by
+    default, or what the platform names (Helm runPods.cacheVolume: a PVC, a hostPath). On the node's
+    disk the pod requests the ephemeral storage its role fills (capacity.node_disk_bytes), so the
+    scheduler places it where the model fits instead of the kubelet evicting it later;
+    spec.ray.head/worker.ephemeralStorage sets request and limit instead."""
+    shape = known_shape(spec.model.source)
+    cluster = rayjob["spec"]["rayClusterSpec"]
+    groups = [("head", spec.ray.head, cluster["headGroupSpec"]["template"]["spec"])]
+    groups += [(g["groupName"], spec.ray.worker, g["template"]["spec"]) for g in cluster.get("workerGroupSpecs") or []]
+    on_node = not settings.run_cache_volume or "emptyDir" in settings.run_cache_volume
+    for role, resources, pod in groups:
+        pod.setdefault("volumes", []).append({"name": CACHE_VOLUME, **(copy.deepcopy(settings.run_cache_volume)
+                                                                        or {"emptyDir": {}})})
+        (container,) = pod["containers"]
+        container.setdefault("volumeMounts", []).append({"name": CACHE_VOLUME, "mountPath": CACHE_MOUNT})
+        own = {e["name"] for e in container["env"]}
+        container["env"] += [{"name": k, "value": v} for k, v in (("EMPO_CACHE_DIR", CACHE_MOUNT),
+                                                                  ("HF_HOME", f"{CACHE_MOUNT}/huggingface"))
+                             if k not in own]
+        if resources.ephemeral_storage:
+            container["resources"]["requests"]["ephemeral-storage"] = resources.ephemeral_storage
+            container["resources"]["limits"]["ephemeral-storage"] = resources.ephemeral_storage
+        else:  # the cache elsewhere: the node's disk keeps only the logs
+            need = node_disk_bytes(spec, shape, role) if on_node else LOGS_BYTES
+            if need:
+                container["resources"]["requests"]["ephemeral-storage"] = f"{-(-need // 2**30)}Gi"
 
 
 def _secure(rayjob: dict[str, Any], settings: Settings) -> None:

@@ -17,6 +17,7 @@
 | EMPO_PRE_RUNNING_DEADLINE_SECONDS | 3600                      | a run's attempt that has not started running by then fails (spec.preRunningDeadlineSeconds overrides; not for runs in a Kueue queue); 0: none |
 | EMPO_RUN_POD_SECURITY_CONTEXT | restricted (see below)        | JSON: the pod securityContext of every pod of a run       |
 | EMPO_RUN_SECURITY_CONTEXT | restricted (see below)            | JSON: the securityContext of every container of a run     |
+| EMPO_RUN_CACHE_VOLUME     | {} (an emptyDir)                  | JSON: the volume source of every Ray pod's cache (model, checkpoints): a persistentVolumeClaim, hostPath, ... |
 | EMPO_KUBERAY_NAMESPACE    | kuberay-system                    | KubeRay's namespace: its pods may reach a run's dashboard |
 | EMPO_DASHBOARD_CIDRS      | ""                                | comma list of CIDRs also admitted to a run's dashboard    |
 | EMPO_RESTRICT_EGRESS      | true                              | the runs' NetworkPolicies limit egress too                |
@@ -67,6 +68,9 @@ class Settings:
     api_server_ports: tuple[int, ...] = (443, 6443)
     api_server_cidrs: tuple[str, ...] = ()
     extra_egress: tuple[dict, ...] = ()
+    # The volume source of the Ray pods' cache (builders.CACHE_MOUNT); {}: an emptyDir on the node's
+    # disk, which the pods' ephemeral-storage request then covers.
+    run_cache_volume: dict = field(default_factory=dict)
 
     @property
     def clusterwide(self) -> bool:
@@ -131,6 +135,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         api_server_ports=_ports(env, "EMPO_API_SERVER_PORTS", (443, 6443)),
         api_server_cidrs=_cidrs(env, "EMPO_API_SERVER_CIDRS"),
         extra_egress=_egress_rules(env, "EMPO_EXTRA_EGRESS"),
+        run_cache_volume=_volume_source(env, "EMPO_RUN_CACHE_VOLUME"),
     )
 
 
@@ -176,6 +181,17 @@ def _json_object(env: Mapping[str, str], name: str, default: dict) -> dict:
         raise SettingsError(f"{name}: not JSON; expected an object such as {json.dumps(default)}") from None
     if not isinstance(value, dict):
         raise SettingsError(f"{name}: expected a JSON object (a securityContext), got {type(value).__name__}")
+    return value
+
+
+VOLUME_SOURCES = ("emptyDir", "persistentVolumeClaim", "hostPath", "ephemeral", "nfs", "csi")
+
+
+def _volume_source(env: Mapping[str, str], name: str) -> dict:
+    value = _json_object(env, name, {})
+    if value and (len(value) != 1 or next(iter(value)) not in VOLUME_SOURCES):
+        raise SettingsError(f"{name}: expected one volume source, one of {', '.join(VOLUME_SOURCES)} "
+                            f"(e.g. {{\"persistentVolumeClaim\": {{\"claimName\": \"model-cache\"}}}}), got {sorted(value)}")
     return value
 
 

@@ -89,10 +89,10 @@ def test_rayjob_of_the_8_gpu_example(math_s3):
     assert e["AWS_SECRET_ACCESS_KEY"] == {"secretKeyRef": {"name": "empo-s3", "key": "AWS_SECRET_ACCESS_KEY"}}
     assert e["AWS_REGION"] == "us-east-1"
     assert e["AWS_ENDPOINT_URL"] == "http://seaweed.storage:8333"  # operator default: the spec sets none
-    assert head["volumeMounts"] == [{"name": "empo-config", "mountPath": "/etc/empo", "readOnly": True}]
+    assert head["volumeMounts"][0] == {"name": "empo-config", "mountPath": "/etc/empo", "readOnly": True}
     pod = spec["rayClusterSpec"]["headGroupSpec"]["template"]["spec"]
     assert pod["serviceAccountName"] == "qwen-math-7b-empo-trainer"
-    assert pod["volumes"] == [{"name": "empo-config", "configMap": {"name": "qwen-math-7b-empo-config"}}]
+    assert pod["volumes"][0] == {"name": "empo-config", "configMap": {"name": "qwen-math-7b-empo-config"}}
 
 
 def test_cpu_run_has_no_sampler_group_and_no_gpus(tiny):
@@ -266,3 +266,41 @@ def test_every_ray_pod_checkpoints_when_told_to_stop_within_a_grace_sized_from_t
     assert len(small) == len(big) == 1 and min(big) > min(small) >= 60, (small, big)
     seven_b["spec"]["ray"] = {"terminationGracePeriodSeconds": 900}
     assert graces(seven_b) == {900}
+
+
+def test_ray_pods_cache_the_model_on_a_volume_with_the_disk_they_need():
+    """The model, checkpoints and Hugging Face cache go to one volume per pod, not the container
+    layer; on the node's disk each pod requests what its role fills (a learner: two checkpoints)."""
+    def pods(manifest, settings=SETTINGS):
+        rj = builders.build_rayjob(EmpoRun.model_validate({**manifest, "metadata": {"name": "r", "namespace": "ns"}}),
+                                   settings)
+        rc = rj["spec"]["rayClusterSpec"]
+        out = {"head": rc["headGroupSpec"]["template"]["spec"]}
+        out.update({g["groupName"]: g["template"]["spec"] for g in rc["workerGroupSpecs"]})
+        return out
+
+    def disk(pod):
+        (c,) = pod["containers"]
+        return c["resources"]["requests"].get("ephemeral-storage"), c["resources"]["limits"].get("ephemeral-storage")
+
+    seven_b = copy.deepcopy(SMALL)
+    seven_b["spec"]["model"]["source"] = "Qwen/Qwen2.5-Math-7B"
+    seven_b["spec"]["sampler"] = {"backend": "vllm", "replicas": 1}
+    by_role = pods(seven_b)
+    for role, pod in by_role.items():
+        (c,) = pod["containers"]
+        (volume,) = [v for v in pod["volumes"] if v["name"] == builders.CACHE_VOLUME]
+        assert volume == {"name": builders.CACHE_VOLUME, "emptyDir": {}}
+        assert {"name": builders.CACHE_VOLUME, "mountPath": builders.CACHE_MOUNT} in c["volumeMounts"]
+        assert env(c)["EMPO_CACHE_DIR"] == builders.CACHE_MOUNT and env(c)["HF_HOME"].startswith(builders.CACHE_MOUNT)
+    gib = {role: int(disk(pod)[0].removesuffix("Gi")) for role, pod in by_role.items()}
+    # 7.6B parameters: bf16 weights 14 GiB everywhere, plus 2 x 85 GiB of checkpoints on the learner
+    assert 14 < gib["head"] == gib["sampler"] < 20 and gib["learner"] > 170, gib
+    assert all(disk(pod)[1] is None for pod in by_role.values())  # a request, no limit: never evicted for it
+
+    pvc = dataclasses.replace(SETTINGS, run_cache_volume={"persistentVolumeClaim": {"claimName": "models"}})
+    for pod in pods(seven_b, pvc).values():
+        assert {"name": builders.CACHE_VOLUME, "persistentVolumeClaim": {"claimName": "models"}} in pod["volumes"]
+        assert disk(pod) == ("2Gi", None)  # only the logs on the node
+    seven_b["spec"]["ray"] = {"head": {"ephemeralStorage": "50Gi"}}
+    assert disk(pods(seven_b)["head"]) == ("50Gi", "50Gi")

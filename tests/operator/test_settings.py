@@ -50,3 +50,12 @@ def test_run_security_contexts_are_json_objects():
     assert from_env({"EMPO_RUN_POD_SECURITY_CONTEXT": "{}"}).run_pod_security_context == {}
     with pytest.raises(SettingsError, match="EMPO_RUN_SECURITY_CONTEXT"):
         from_env({"EMPO_RUN_SECURITY_CONTEXT": "[1]"})
+
+
+def test_the_cache_volume_is_one_volume_source():
+    assert from_env({"EMPO_RUN_CACHE_VOLUME": '{"persistentVolumeClaim": {"claimName": "m"}}'}).run_cache_volume \
+        == {"persistentVolumeClaim": {"claimName": "m"}}
+    assert from_env({}).run_cache_volume == {}
+    for bad in ('{"configMap": {"name": "x"}}', '{"emptyDir": {}, "hostPath": {"path": "/x"}}'):
+        with pytest.raises(SettingsError, match="EMPO_RUN_CACHE_VOLUME: expected one volume source"):
+            from_env({"EMPO_RUN_CACHE_VOLUME": bad})
