@@ -39,7 +39,9 @@ from typing import Iterator
 
 import yaml
 
-from tests.plugins.control_plane import ControlPlane, _await, _http_ok, _start, build_tools, start_control_plane
+from tests.plugins.control_plane import (ControlPlane, Component, _await, _http_ok, _start, build_tools,
+                                          start_control_plane)
+from tests.plugins.lifetime import die_with_parent
 from tests.plugins.seaweedfs import _free_ports
 
 REPO = Path(__file__).resolve().parents[2]
@@ -320,6 +322,19 @@ class NodeCluster:
     def pods(self, namespace: str, selector: str = "") -> list[dict]:
         args = ["get", "pods", "-n", namespace, "-o", "json"] + (["-l", selector] if selector else [])
         return json.loads(self.cp.kubectl(*args).stdout)["items"]
+
+    def restart_component(self, name: str, down_s: float = 0.0) -> None:
+        """Stop one node component ("kubelet", "kube-scheduler", "kube-proxy", "coredns") by PID,
+        wait `down_s`, and start it again with the same arguments; its log goes on in <name>.log.
+        The containers the kubelet started keep running meanwhile (containerd holds them). For
+        benchmarks/fault_trials.py; no test calls it, and teardown stops the new process."""
+        index, old = next((i, c) for i, c in enumerate(self.components) if c.name == name)
+        old.stop()
+        time.sleep(down_s)
+        with open(old.log_path, "ab") as log:
+            proc = subprocess.Popen(old.proc.args, stdout=log, stderr=subprocess.STDOUT, cwd=old.log_path.parent,
+                                    env=dict(os.environ), start_new_session=True, preexec_fn=die_with_parent)
+        self.components[index] = Component(name, proc, old.log_path)
 
 
 def _umount_under(root: Path) -> None:

@@ -96,6 +96,19 @@ class S3Server:
     data_dir: Path
     log_path: Path
     _buckets: list[str] = field(default_factory=list, repr=False)
+    _proc: Any = field(default=None, repr=False)
+    _launch: Any = field(default=None, repr=False)  # starts `weed mini` again: same ports, same data
+
+    def stop_server(self) -> None:
+        """Stop `weed mini` by PID (SIGTERM, as at the end of the session); its data folder stays.
+        For benchmarks/fault_trials.py (a storage outage); start_server() brings it back."""
+        _stop(self._proc)
+
+    def start_server(self) -> None:
+        """Start `weed mini` again on the same ports and data folder; returns once it answers."""
+        self._proc = self._launch()
+        self.pid = self._proc.pid
+        _wait_ready(self._proc, self.endpoint, self.log_path)
 
     def __repr__(self) -> str:  # keep keys out of pytest's assertion output
         return f"S3Server(endpoint={self.endpoint!r}, pid={self.pid})"
@@ -207,24 +220,31 @@ def start_seaweedfs(workdir: Path, ip: str = "127.0.0.1") -> Iterator[S3Server]:
     endpoint = f"http://{ip}:{s3}"
     # Keep any AWS_* of the caller away from the server; it reads its identities from the config file.
     env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_", "S3_"))}
-    with open(log_path, "wb") as log:
-        proc = subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=workdir, env=env,
-                                preexec_fn=die_with_parent)
+
+    def launch(mode: str = "ab") -> subprocess.Popen:
+        with open(log_path, mode) as log:
+            return subprocess.Popen(args, stdout=log, stderr=subprocess.STDOUT, cwd=workdir, env=env,
+                                    preexec_fn=die_with_parent)
+
+    proc = launch("wb")
+    server = S3Server(
+        endpoint=endpoint,
+        access_key=ADMIN_ACCESS_KEY,
+        secret_key=ADMIN_SECRET_KEY,
+        read_only_access_key=READER_ACCESS_KEY,
+        read_only_secret_key=READER_SECRET_KEY,
+        region="us-east-1",
+        pid=proc.pid,
+        data_dir=data_dir,
+        log_path=log_path,
+        _proc=proc,
+        _launch=launch,
+    )
     try:
         _wait_ready(proc, endpoint, log_path)
-        yield S3Server(
-            endpoint=endpoint,
-            access_key=ADMIN_ACCESS_KEY,
-            secret_key=ADMIN_SECRET_KEY,
-            read_only_access_key=READER_ACCESS_KEY,
-            read_only_secret_key=READER_SECRET_KEY,
-            region="us-east-1",
-            pid=proc.pid,
-            data_dir=data_dir,
-            log_path=log_path,
-        )
+        yield server
     finally:
-        _stop(proc)
+        _stop(server._proc)  # the one running now (start_server may have replaced the first)
 
 
 @pytest.fixture(scope="session")
