@@ -130,14 +130,19 @@ def test_synced_weights_give_the_learners_logprobs(sampler, tiny_path):
             assert torch.allclose(lps, expected, atol=2e-3), (lps, expected)
 
 
-def test_three_steps_with_vllm_samplers_through_ray(tmp_path, tiny_path, empo_env):
-    doc = yaml.safe_load((REPO / "examples/tiny.yaml").read_text())
+def test_three_steps_with_vllm_samplers_through_ray(tmp_path, empo_env):
+    """One-step-off (sampler.maxStaleness 1, the default) for real: two steps per epoch, so step 2
+    trains on samples the engine drew with step 0's weights while the learner made update 1, and
+    step 3 (a new epoch: nothing to read ahead) samples after a weight sync, as a synchronous run.
+    The demo's model and questions: a random model's samples never agree, every advantage is 0 and
+    no update moves the weights, so a stale engine would not show."""
+    doc = yaml.safe_load((REPO / "examples/local-cpu.yaml").read_text())
+    doc["metadata"]["name"] = "tiny-smoke"
     spec = doc["spec"]
-    spec["model"]["source"] = tiny_path
-    spec["dataset"]["uri"] = str(REPO / "data/local/arith-train.jsonl")
+    spec["dataset"].update(uri=str(REPO / spec["dataset"]["uri"]), limit=8)  # 2 steps an epoch
     spec["sampler"].update(backend="vllm", replicas=1, gpuMemoryUtilization=0.05)
     spec["eval"] = {"benchmarks": []}
-    spec["algorithm"]["learningRate"] = 0.02  # steps that move the weights far: a stale engine would show
+    spec["algorithm"].update(learningRate=1e-3, maxCompletionLength=8)  # updates that move the log-probs
     (tmp_path / "run.yaml").write_text(yaml.safe_dump(doc))
     out = tmp_path / "out"
     result = empo(["train", tmp_path / "run.yaml", "--output", out, "--steps", 3, "--no-progress"], empo_env,
@@ -145,11 +150,21 @@ def test_three_steps_with_vllm_samplers_through_ray(tmp_path, tiny_path, empo_en
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     records = [json.loads(line) for line in (out / "default/tiny-smoke/metrics.jsonl").read_text().splitlines()]
     assert [r["step"] for r in records] == [1, 2, 3]
-    for r in records:
-        if r["step"] == 1:  # a fresh run's first rollout: the engine already holds the learner's start weights
-            assert r["weight_sync_gib"] == 0 and r["weight_sync_seconds"] == 0
-        else:  # every later step's rollout after a sync
-            assert r["weight_sync_gib"] > 0 and r["weight_sync_seconds"] > 0
-        # the sampler scored its tokens with the learner's weights: TRL's recomputation agrees
+    # the generating policy (the learner step whose weights sampled the rollout) is at most
+    # maxStaleness = 1 step behind the learner that trains on it
+    assert [(r["policy_version"], r["staleness"]) for r in records] == [(0, 0), (0, 1), (2, 0)]
+    first, stale, synced = records
+    assert first["grad_norm"] > 0, first  # update 1 moved the weights
+    # a fresh run's first rollout: the engine already holds the learner's start weights; step 3's
+    # rollout waited for update 2's weights (step 2's sync was skipped: nothing to read ahead)
+    assert first["weight_sync_gib"] == 0 and first["weight_sync_seconds"] == 0
+    assert synced["weight_sync_gib"] > 0 and synced["weight_sync_seconds"] > 0
+    for r in (first, synced):  # the sampler scored its tokens with the learner's weights: TRL's recomputation agrees
         assert r["sampling/sampling_logp_difference/mean"] < 0.01, r
         assert 0.9 < r["sampling/importance_sampling_ratio/mean"] < 1.1, r
+    # step 2's log-probs are the generating policy's (step 0's), not the learner's (step 1's): TRL's
+    # importance ratio pi_1 / pi_0 is what corrects the lag (a ratio of 1 would mean it divided by
+    # the learner's own log-probs)
+    assert stale["sampling/sampling_logp_difference/mean"] > 0.01, stale
+    ratio = stale["sampling/importance_sampling_ratio/min"], stale["sampling/importance_sampling_ratio/max"]
+    assert ratio[0] < 0.99 or ratio[1] > 1.01, stale

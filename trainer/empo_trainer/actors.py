@@ -54,6 +54,15 @@ class SamplerActor:
     def generate(self, prompts, params):
         return self.sampler.generate(prompts, params)
 
+    def generate_timed(self, prompts, params):
+        """(generations, seconds the engine spent on them): a rollout sampled ahead is timed here,
+        not by the learner, which was updating meanwhile."""
+        import time
+
+        start = time.perf_counter()
+        out = self.sampler.generate(prompts, params)
+        return out, time.perf_counter() - start
+
     # weight sync (weight_sync.py): object-store buckets, or NCCL broadcasts into the vLLM workers
     def load_weights(self, named: Any) -> bool:
         self.sampler.load_weights(named)
@@ -274,6 +283,9 @@ class LearnerActor:
             processing_class=tokenizer, rollout_func=engine, advantage_epsilon=self.spec.algorithm.advantage_epsilon,
             sampler_correction=bool(self.samplers),  # separate engines: correct for their log-prob mismatch
         )
+        # one-step-off (sampler.maxStaleness): the trainer peeks the next generation's prompts so the
+        # engines can sample them while it updates on this one
+        trainer.lookahead = engine.one_step_off
         self.trainer = trainer
         prepare(trainer)  # FSDP plugin details accelerate leaves out (CPU, fp32 gradient reduction)
         from transformers.trainer_callback import PrinterCallback

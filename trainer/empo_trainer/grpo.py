@@ -50,6 +50,33 @@ def enable_sampler_correction(trainer: Any) -> None:
     trainer._last_loaded_step = -1
 
 
+def peek_batch_samples(trainer: Any, epoch_iterator: Any, num_batches: int) -> list[Any]:
+    """The optimizer step's micro-batches, as Trainer.get_batch_samples takes them, while reading
+    one generation further ahead: when this step starts a generation, the prompts of the next one
+    go to `trainer.next_generation_prompts` (None at the end of an epoch), for one-step-off.
+
+    TRL's loader yields a whole generation's batch per micro-step, the same batch
+    steps_per_generation x num_iterations times in a row; the micro-steps are counted by
+    trainer._step, so the next generation starts that many micro-steps after this one."""
+    from collections import deque
+
+    if getattr(trainer, "_ahead", None) is None or trainer._ahead[0] is not epoch_iterator:
+        trainer._ahead = (epoch_iterator, deque())  # a new epoch: what was read ahead was all taken
+    ahead = trainer._ahead[1]
+    every = trainer.args.steps_per_generation * trainer.num_iterations
+    while len(ahead) < num_batches + every:
+        try:
+            ahead.append(next(epoch_iterator))
+        except StopIteration:
+            break
+    batch = [ahead.popleft() for _ in range(min(num_batches, len(ahead)))]
+    if trainer._step % every == 0:  # this step generates (TRL's _prepare_inputs)
+        index = every - len(batch)  # the next generation's first micro-step, among those read ahead
+        following = ahead[index] if 0 <= index < len(ahead) else None
+        trainer.next_generation_prompts = None if following is None else [x["prompt"] for x in following]
+    return batch
+
+
 def trainer_class():
     """EmpoGRPOTrainer (built on first use: importing TRL takes seconds)."""
     global _trainer_class
@@ -67,6 +94,15 @@ def trainer_class():
                                      f"{self.args.scale_rewards!r}")
                 self.advantage_epsilon = advantage_epsilon
                 self.scale_rewards = "none"  # TRL centres; _generate_and_score_completions scales
+                self.lookahead = False  # one-step-off: read the next generation's prompts ahead
+                self.next_generation_prompts = None
+                self._ahead = None
+
+            def get_batch_samples(self, epoch_iterator, num_batches, device):
+                if not self.lookahead:
+                    return super().get_batch_samples(epoch_iterator, num_batches, device)
+                batch = peek_batch_samples(self, epoch_iterator, num_batches)
+                return batch, self._get_num_items_in_batch(batch, device)
 
             def _generate_and_score_completions(self, inputs):
                 output = super()._generate_and_score_completions(inputs)

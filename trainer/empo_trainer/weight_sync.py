@@ -14,7 +14,7 @@ Both fail with a clear error, rather than hang, when a sync outlasts its timeout
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Iterable, Iterator, Sequence
 
 BUCKET_BYTES = 256 << 20
@@ -29,6 +29,7 @@ class SyncStats:
     tensors: int = 0
     bytes: int = 0
     seconds: float = 0.0
+    queued: list = field(default_factory=list)  # push(wait=False): the engines' loads, not yet awaited
 
     @property
     def seconds_per_gib(self) -> float:
@@ -84,20 +85,39 @@ class ObjectStoreSync:
     def __init__(self, samplers: Sequence[Any], timeout: float = 600.0, bucket_bytes: int = BUCKET_BYTES):
         self.samplers, self.timeout, self.bucket_bytes = list(samplers), timeout, bucket_bytes
 
-    def push(self, named_tensors: Iterable[tuple[str, Any]]) -> SyncStats:
+    def push(self, named_tensors: Iterable[tuple[str, Any]], wait: bool = True,
+             ahead_bytes: int = 4 << 30) -> SyncStats:
+        """wait=False (one-step-off): put the buckets and queue the engines' loads without awaiting
+        them (stats.queued); an actor runs its calls in order, so a rollout queued next samples with
+        these weights. At most `ahead_bytes` wait unloaded in the object store (then the older loads
+        are awaited)."""
         import ray
 
         start = time.perf_counter()
         deadline = _Deadline(self.timeout, f"{len(self.samplers)} sampler(s)")
         stats = SyncStats()
+        unloaded = 0
         for bucket in buckets(named_tensors, self.bucket_bytes):
             cpu = [(name, t.detach().to("cpu")) for name, t in bucket]
+            nbytes = sum(t.numel() * t.element_size() for _, t in cpu)
+            if not wait and unloaded and unloaded + nbytes > ahead_bytes:
+                deadline.get(stats.queued)
+                stats.queued, unloaded = [], 0
             ref = ray.put(cpu)
-            deadline.get([s.load_weights.remote(ref) for s in self.samplers])
+            loads = [s.load_weights.remote(ref) for s in self.samplers]
+            if wait:
+                deadline.get(loads)
+            else:
+                stats.queued += loads
+                unloaded += nbytes
             del ref
             stats.tensors += len(cpu)
-            stats.bytes += sum(t.numel() * t.element_size() for _, t in cpu)
-        deadline.get([s.weights_loaded.remote() for s in self.samplers])
+            stats.bytes += nbytes
+        done = [s.weights_loaded.remote() for s in self.samplers]
+        if wait:
+            deadline.get(done)
+        else:
+            stats.queued += done
         stats.seconds = time.perf_counter() - start
         return stats
 
