@@ -1,9 +1,13 @@
+import json
 import os
+import signal
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
+import yaml
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -24,3 +28,122 @@ def empo_env(tmp_path_factory):
 def empo(args, env, **kwargs):
     return subprocess.run([sys.executable, "-m", "empo_api.cli", *map(str, args)], env=env, cwd=REPO,
                           capture_output=True, text=True, **kwargs)
+
+
+def tiny_manifest(folder: Path, **spec_updates) -> Path:
+    """examples/tiny.yaml on the repository's arithmetic set, `spec_updates` set over its spec."""
+    doc = yaml.safe_load((REPO / "examples/tiny.yaml").read_text())
+    doc["spec"]["dataset"]["uri"] = str(REPO / "data/local/arith-train.jsonl")
+    doc["spec"].update(spec_updates)
+    path = folder / "run.yaml"
+    path.write_text(yaml.safe_dump(doc))
+    return path
+
+
+FINISHED_STEPS = 4
+
+
+@dataclass(frozen=True)
+class FinishedRun:
+    spec: Path  # examples/tiny.yaml as tiny_manifest writes it
+    out: Path  # the --output folder; copy it before training into it again
+    folder: Path  # where `spec` and `out` live
+    result: subprocess.CompletedProcess
+
+
+@pytest.fixture(scope="session")
+def finished_tiny_run(tmp_path_factory, empo_env) -> FinishedRun:
+    """One finished `empo train` of the tiny run (FINISHED_STEPS steps, local storage), for every test
+    that reads a finished run, compares with one, or starts from one: each of those trained its own
+    identical run before, an attempt (Ray, the model, TRL) of about a minute each."""
+    folder = tmp_path_factory.mktemp("finished")
+    spec, out = tiny_manifest(folder), folder / "out"
+    result = empo(["train", spec, "--output", out, "--steps", FINISHED_STEPS, "--no-progress"], empo_env, timeout=900)
+    return FinishedRun(spec, out, folder, result)
+
+
+def lifeline_processes(driver_pid: int) -> list[int]:
+    """Live processes started under the driver's lifeline (its local Ray: GCS, raylet, workers)."""
+    from empo_trainer import lifeline
+
+    needle = f"{lifeline.ENV}={driver_pid}\0".encode()
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit() or int(entry.name) == driver_pid:
+            continue
+        try:
+            if needle in (entry / "environ").read_bytes() and lifeline.alive(int(entry.name)):
+                found.append(int(entry.name))
+        except OSError:
+            continue
+    return found
+
+
+def cmdline(pid: int) -> str:
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes().replace(b"\0", b" ").decode(errors="replace")
+    except OSError:
+        return ""
+
+
+@dataclass(frozen=True)
+class KilledRun:
+    out: Path  # the --output folder of the killed run and of its resume
+    step: int  # LATEST's step once every process of the killed attempt was gone
+    workers: list[int]  # the processes under the driver's lifeline just before the kill
+    actors_left: list[str]  # learner and sampler processes that outlived the driver by 5 s
+    left: list[str]  # processes of its local Ray that outlived the driver by 180 s
+    resumed: subprocess.CompletedProcess  # the same command, run again once they were gone
+
+
+@pytest.fixture(scope="session")
+def driver_killed_at_a_checkpoint(tmp_path_factory, empo_env, finished_tiny_run) -> KilledRun:
+    """finished_tiny_run's command into a new folder, its driver alone (not its process group) killed
+    -9 once step 2 is committed; once every process of its local Ray is gone, the same command run
+    again to the end. Shared by the test that the actors end with their driver and the test that the
+    resume continues at the same step with the same data order: each killed and resumed a run of
+    its own before, two attempts of about a minute each."""
+    from tests.waiting import wait_for
+
+    folder = tmp_path_factory.mktemp("killed")
+    out, log = folder / "out", folder / "killed.log"
+    latest = out / "default/tiny-smoke/checkpoints/LATEST"
+    with open(log, "wb") as f:  # a file, not a pipe: nothing the killed attempt leaves behind blocks on it
+        proc = subprocess.Popen([sys.executable, "-m", "empo_api.cli", "train", str(finished_tiny_run.spec),
+                                 "--output", str(out), "--steps", str(FINISHED_STEPS), "--no-progress"], env=empo_env,
+                                cwd=REPO, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
+
+    def committed():
+        if proc.poll() is not None:
+            raise AssertionError(f"trainer exited early: {log.read_text(errors='replace')[-3000:]}")
+        return latest.exists() and json.loads(latest.read_text())["step"] >= 2
+
+    def still_running(only_actors: bool) -> list[str]:
+        return [cmdline(p)[:100] for p in lifeline_processes(proc.pid) if not only_actors or "Actor." in cmdline(p)]
+
+    def gone_within(seconds: float, only_actors: bool) -> list[str]:
+        """[] once no such process is left, or those still running after `seconds`."""
+        try:
+            wait_for(lambda: not still_running(only_actors), seconds, 0.1)
+            return []
+        except AssertionError:
+            return still_running(only_actors)
+
+    try:
+        wait_for(committed, 600, 0.2, "a checkpoint at step 2")  # tiny.yaml checkpoints every 2 steps
+        workers = lifeline_processes(proc.pid)
+        os.kill(proc.pid, signal.SIGKILL)  # the driver only, not its process group
+        proc.wait()
+        # the actors that write (learner, samplers) at once; Ray's own helpers once they see it
+        actors_left = gone_within(5, only_actors=True)
+        left = gone_within(180, only_actors=False)
+    finally:
+        for pid in lifeline_processes(proc.pid):
+            os.kill(pid, signal.SIGKILL)
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    step = json.loads(latest.read_text())["step"]
+    resumed = empo(["train", finished_tiny_run.spec, "--output", out, "--steps", FINISHED_STEPS, "--no-progress"],
+                   empo_env, timeout=900)
+    return KilledRun(out, step, workers, actors_left, left, resumed)
