@@ -23,6 +23,9 @@ LABEL_ATTEMPT = "empo.dev/attempt"
 LABEL_MANAGED_BY = "app.kubernetes.io/managed-by"
 MANAGED_BY = "empo-operator"
 KUEUE_QUEUE_LABEL = "kueue.x-k8s.io/queue-name"
+# A WorkloadPriorityClass for Kueue: read from the RayJob's labels only (Kueue 0.17; otherwise it takes
+# the pods' priorityClassName, spec.ray.priorityClassName), so the run's label is copied onto it.
+KUEUE_PRIORITY_LABEL = "kueue.x-k8s.io/priority-class"
 
 # KubeRay refuses RayJob names longer than 47 characters: it derives the RayCluster
 # (<job>-<5 chars>) and its head Service (<cluster>-head-svc) names from it, and those must stay
@@ -446,6 +449,8 @@ def build_rayjob(run: EmpoRun, settings: Settings, attempt: int = 0,
     meta["labels"][LABEL_ATTEMPT] = str(attempt)
     if spec.queue_name:
         meta["labels"][KUEUE_QUEUE_LABEL] = spec.queue_name
+    if priority := (run.metadata.labels or {}).get(KUEUE_PRIORITY_LABEL):
+        meta["labels"][KUEUE_PRIORITY_LABEL] = priority
     job_spec: dict[str, Any] = {
         "entrypoint": ENTRYPOINT,
         "submissionMode": SUBMISSION_MODE,

@@ -427,9 +427,14 @@ async def _sync_rayjob(kube: Kube, rayjob: dict[str, Any], model: EmpoRun,
     meta, rj_spec = rayjob["metadata"], rayjob.get("spec") or {}
     patch: dict[str, Any] = {}
     queue = model.spec.queue_name
-    if (meta.get("labels") or {}).get(builders.KUEUE_QUEUE_LABEL) != queue:
-        patch["metadata"] = {"labels": {builders.KUEUE_QUEUE_LABEL: queue}}  # None removes it
     suspended = bool(rj_spec.get("suspend", False))
+    # Kueue's webhook refuses to move a running (admitted) RayJob to another queue, or to put it in
+    # one: the label follows the spec while the RayJob is suspended (or being suspended now), and
+    # the new queue applies once Kueue or the user suspends it, or with the next attempt. Leaving a
+    # queue is allowed at any time.
+    if (meta.get("labels") or {}).get(builders.KUEUE_QUEUE_LABEL) != queue and \
+            (suspended or model.spec.suspend or queue is None):
+        patch["metadata"] = {"labels": {builders.KUEUE_QUEUE_LABEL: queue}}  # None removes it
     # Kueue unsuspends a queued RayJob when it admits it; lifting its suspend ourselves would start
     # the cluster without a quota.
     if model.spec.suspend and not suspended:

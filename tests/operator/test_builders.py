@@ -104,6 +104,19 @@ def test_cpu_run_has_no_sampler_group_and_no_gpus(tiny):
     assert "nodeSelector" not in groups[0]["template"]["spec"]
     assert not any(k.startswith("AWS_") and k != "AWS_ENDPOINT_URL" for k in env(c))  # no Secret
     assert builders.KUEUE_QUEUE_LABEL not in rj["metadata"]["labels"]
+    assert builders.KUEUE_PRIORITY_LABEL not in rj["metadata"]["labels"]
+
+
+def test_kueue_priority_class_label_reaches_the_rayjob_only(math_s3):
+    """Kueue 0.17 reads a WorkloadPriorityClass from the job's label (tests/cluster/test_kueue.py)."""
+    run = copy.deepcopy(math_s3)  # the fixture is the session's
+    run["metadata"]["labels"] = {builders.KUEUE_PRIORITY_LABEL: "research-high"}
+    children = builders.build_children(EmpoRun.model_validate(run), SETTINGS, 0)
+    rj = children[-1]
+    assert rj["metadata"]["labels"][builders.KUEUE_PRIORITY_LABEL] == "research-high"
+    assert all(builders.KUEUE_PRIORITY_LABEL not in c["metadata"]["labels"] for c in children[:-1])
+    for _, template in builders.pod_templates(rj):
+        assert builders.KUEUE_PRIORITY_LABEL not in template["metadata"]["labels"]
 
 
 def test_settings_fill_only_what_the_spec_leaves_unset(math_s3, tiny):
