@@ -112,6 +112,19 @@ def test_kueue_keeps_control_of_suspend_and_the_queue_label_follows(operator, ap
     assert api.rayjob(name)["spec"]["suspend"] is True
     assert api.condition("smoke", "Reconciling")["reason"] == "Queued"
 
+    # Admitted: Kueue lifted the suspend. Its webhook refuses to relabel a running RayJob, so a new
+    # queue waits for the next suspend, and the run's status goes on following it meanwhile.
+    api.kube.patch("ray.io/v1", "rayjobs", api.ns, name, {"spec": {"suspend": False}})
+    api.kuberay_reports(name, jobDeploymentStatus="Running", jobStatus="RUNNING")
+    api.wait_phase("smoke", "Running")
+    api.patch_spec("smoke", {"queueName": "team-c"})
+    generation = api.run("smoke")["metadata"]["generation"]
+    wait_for(lambda: api.status("smoke").get("observedGeneration") == generation, what="the change observed")
+    assert api.rayjob(name)["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-b"
+    api.patch_spec("smoke", {"suspend": True})
+    wait_for(lambda: (rj := api.rayjob(name))["spec"]["suspend"] is True
+             and rj["metadata"]["labels"]["kueue.x-k8s.io/queue-name"] == "team-c", what="moved as it suspends")
+
 
 def test_an_operator_upgrade_leaves_live_runs_editable(operator, api, tiny):
     first = operator(EMPO_TRAINER_IMAGE="registry.example/empo-trainer:1")
