@@ -37,13 +37,10 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-import yaml  # noqa: E402
-
-from empo_api.models import StorageSpec  # noqa: E402
 from empo_trainer import lifeline  # noqa: E402
-from empo_trainer.storage import S3Options, open_run_storage  # noqa: E402
 from tests.plugins.seaweedfs import start_seaweedfs  # noqa: E402
 from tests.storage.flaky_proxy import FlakyProxy  # noqa: E402
+from tests.trainer.train_process import observer, start_train, tiny_spec  # noqa: E402
 
 
 def _env(server, window_s: float | None) -> dict[str, str]:
@@ -56,23 +53,6 @@ def _env(server, window_s: float | None) -> dict[str, str]:
     if window_s is not None:
         env["EMPO_STORAGE_OUTAGE_SECONDS"] = str(window_s)
     return env
-
-
-def _spec(tmp: Path, bucket: str, endpoint: str, name: str) -> tuple[Path, dict]:
-    doc = yaml.safe_load((REPO / "examples/tiny.yaml").read_text())
-    doc["metadata"]["name"] = name
-    doc["spec"]["dataset"]["uri"] = str(REPO / "data/local/arith-train.jsonl")
-    doc["spec"]["storage"] = {"uri": f"s3://{bucket}/runs", "endpoint": endpoint, "checkpointEvery": 2}
-    doc["spec"]["eval"]["atEnd"] = False
-    path = tmp / f"{name}.yaml"
-    path.write_text(yaml.safe_dump(doc))
-    return path, doc
-
-
-def _train(spec: Path, steps: int, env: dict) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "empo_api.cli", "train", str(spec), "--steps", str(steps),
-                             "--no-progress"], env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                            text=True)
 
 
 def _error_report(err: str, spec: Path) -> dict:
@@ -93,13 +73,12 @@ def trial(index: int, args, server, tmp: Path) -> dict:
     bucket = server.new_bucket("outage")
     out: dict = {"trial": index, "attack": args.attack}
     with FlakyProxy(server.endpoint) as proxy:
-        spec, doc = _spec(tmp, bucket, proxy.endpoint, f"trial-{index}")
+        spec = tiny_spec(tmp, bucket, proxy.endpoint, f"trial-{index}")
         env = _env(server, args.window_s)
         # the observer reads the store directly, not through the proxy the outage cuts
-        store = open_run_storage(StorageSpec(uri=f"s3://{bucket}/runs", endpoint=server.endpoint), "default",
-                                 f"trial-{index}", options=S3Options(outage_window_s=0))
+        store = observer(bucket, server.endpoint, f"trial-{index}")
         started = time.monotonic()
-        proc = _train(spec, args.steps, env)
+        proc = start_train(spec, args.steps, env)
         while proc.poll() is None and not store.exists("metrics.jsonl"):
             time.sleep(0.1)
         delay = rnd.uniform(0.0, args.spread_s)
@@ -141,7 +120,7 @@ def trial(index: int, args, server, tmp: Path) -> dict:
                 out["stderr_tail"] = err.splitlines()[-args.stderr:]
         out["unfinished_uploads_after"] = _unfinished(server, bucket)
         if proc.returncode != 0:
-            again = _train(spec, args.steps, env)
+            again = start_train(spec, args.steps, env)
             _, err2 = again.communicate(timeout=args.timeout_s)
             out["resume_exit"] = again.returncode
             aborted = [ln for ln in err2.splitlines() if "unfinished multipart uploads" in ln]
