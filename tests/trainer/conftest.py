@@ -147,3 +147,53 @@ def driver_killed_at_a_checkpoint(tmp_path_factory, empo_env, finished_tiny_run)
     resumed = empo(["train", finished_tiny_run.spec, "--output", out, "--steps", FINISHED_STEPS, "--no-progress"],
                    empo_env, timeout=900)
     return KilledRun(out, step, workers, actors_left, left, resumed)
+
+
+@dataclass(frozen=True)
+class EntrypointRun:
+    configmap: dict  # the ConfigMap the operator built for the run
+    storage_uri: str  # the operator's default storage, which the run got
+    source: str  # the model's s3:// folder
+    cache: Path  # the run's EMPO_CACHE_DIR
+    result: subprocess.CompletedProcess  # `python -m empo_trainer run --config ... --steps 1`
+
+
+@pytest.fixture(scope="session")
+def entrypoint_run(tmp_path_factory, empo_env, s3_server) -> EntrypointRun:
+    """The RayJob entrypoint as the head pod runs it, one step: the ConfigMap the operator builds for
+    the tiny run in namespace 'research' (storage: the operator's S3 default; the model: a folder in
+    S3, which the driver stages into the run's storage and the actors load, verified, from the
+    copy; TensorBoard on, its event files copied into S3). test_cluster_entrypoint and
+    test_model_staging read it; each ran an entrypoint of its own before, about a minute each."""
+    from empo_api.models import EmpoRun
+    from empo_operator.builders import CONFIG_KEY, build_configmap
+    from empo_operator.settings import Settings
+    from empo_trainer import model_source
+
+    folder = tmp_path_factory.mktemp("entrypoint")
+    tiny = Path(model_source.resolve(model_source.BUNDLED_TINY))
+    models, client = s3_server.new_bucket(), s3_server.client()
+    for f in sorted(p for p in tiny.iterdir() if p.is_file()):
+        client.upload_file(str(f), models, f"models/tiny/{f.name}")
+    source = f"s3://{models}/models/tiny"
+
+    doc = yaml.safe_load((REPO / "examples/tiny.yaml").read_text())
+    doc["metadata"]["namespace"] = "research"
+    doc["spec"]["model"]["source"] = source
+    doc["spec"]["dataset"]["uri"] = str(REPO / "data/local/arith-train.jsonl")
+    # On a cluster the operator refuses pod-local storage: the run's storage is its S3 default.
+    del doc["spec"]["storage"]["uri"]
+    doc["spec"]["eval"]["benchmarks"] = []
+    doc["spec"]["tracking"] = {"tensorboard": True}  # event files written locally, copied into S3
+    settings = Settings(default_storage_uri=f"s3://{s3_server.new_bucket()}/runs", s3_endpoint=s3_server.endpoint)
+    configmap = build_configmap(EmpoRun.model_validate(doc), settings)
+    config = folder / CONFIG_KEY
+    config.write_text(configmap["data"][CONFIG_KEY])
+
+    env = empo_env | s3_server.env() | {
+        "AWS_CONFIG_FILE": os.devnull, "AWS_SHARED_CREDENTIALS_FILE": os.devnull,
+        "AWS_ENDPOINT_URL": s3_server.endpoint,  # the model's bucket
+        "EMPO_RUN_NAME": "tiny-smoke", "EMPO_RUN_NAMESPACE": "research", "EMPO_CACHE_DIR": str(folder / "cache")}
+    result = subprocess.run([sys.executable, "-m", "empo_trainer", "run", "--config", str(config), "--steps", "1"],
+                            env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+    return EntrypointRun(configmap, settings.default_storage_uri, source, folder / "cache", result)

@@ -2,19 +2,13 @@
 
 from __future__ import annotations
 
-import json
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
-import yaml
 
 from empo_api.models import EmpoRunSpec, StorageSpec
 from empo_trainer import model_source, model_staging
 from empo_trainer.storage import open_run_storage
-
-from .conftest import REPO
 
 
 @pytest.fixture
@@ -84,27 +78,17 @@ def test_only_hub_ids_and_s3_folders_are_staged_and_only_for_s3_storage():
 
 
 @pytest.mark.slow
-def test_a_run_trains_on_the_staged_model(s3_env, tiny_on_s3, tmp_path, empo_env):
-    """The RayJob entrypoint with the model and the run's storage on S3: the driver stages the model,
-    the actors load the staged, verified copy."""
-    source, _ = tiny_on_s3
-    doc = yaml.safe_load((REPO / "examples/tiny.yaml").read_text())
-    doc["spec"]["model"]["source"] = source
-    doc["spec"]["dataset"]["uri"] = str(REPO / "data/local/arith-train.jsonl")
-    doc["spec"]["storage"] = {"uri": f"s3://{s3_env.new_bucket()}/runs", "endpoint": s3_env.endpoint}
-    doc["spec"]["eval"]["benchmarks"] = []
-    doc["spec"]["tracking"] = {"tensorboard": True}  # event files written locally, copied into S3
-    config = tmp_path / "run.json"
-    config.write_text(json.dumps({"name": "staged", "namespace": "research", "spec": doc["spec"]}))
-    env = {**empo_env, **s3_env.env(), "AWS_ENDPOINT_URL": s3_env.endpoint, "EMPO_CACHE_DIR": str(tmp_path / "cache")}
-    result = subprocess.run([sys.executable, "-m", "empo_trainer", "run", "--config", str(config), "--steps", "1"],
-                            env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
+def test_a_run_trains_on_the_staged_model(s3_env, entrypoint_run, tmp_path):
+    """The RayJob entrypoint with the model and the run's storage on S3 (the session's run,
+    conftest.py): the driver stages the model, the actors load the staged, verified copy."""
+    result = entrypoint_run.result
     assert result.returncode == 0, result.stderr[-3000:]
-    storage = open_run_storage(StorageSpec.model_validate(doc["spec"]["storage"]), "research", "staged")
-    assert storage.read_json("model/empo-manifest.json")["source"] == source
+    storage = open_run_storage(StorageSpec(uri=entrypoint_run.storage_uri, endpoint=s3_env.endpoint), "research",
+                               "tiny-smoke")
+    assert storage.read_json("model/empo-manifest.json")["source"] == entrypoint_run.source
     assert [r["step"] for r in storage.read_metrics()] == [1]
     # the actors loaded the staged copy, downloaded and verified (cached under its manifest's digest)
-    assert list((tmp_path / "cache" / "models").glob("staged/*/config.json"))
+    assert list((entrypoint_run.cache / "models").glob("staged/*/config.json"))
 
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
