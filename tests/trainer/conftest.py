@@ -197,3 +197,82 @@ def entrypoint_run(tmp_path_factory, empo_env, s3_server) -> EntrypointRun:
     result = subprocess.run([sys.executable, "-m", "empo_trainer", "run", "--config", str(config), "--steps", "1"],
                             env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
     return EntrypointRun(configmap, settings.default_storage_uri, source, folder / "cache", result)
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def scrape(port: int) -> dict[str, dict[tuple, float]]:
+    """Prometheus text from 127.0.0.1:port/metrics: metric -> {sorted label pairs: value}."""
+    import urllib.request
+
+    from prometheus_client.parser import text_string_to_metric_families
+
+    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
+    return {f.name: {tuple(sorted(s.labels.items())): s.value for s in f.samples} for f in text_string_to_metric_families(text)}
+
+
+REPORTING_NAMESPACE, REPORTING_STEPS = "trainer-status", 3
+
+
+@dataclass(frozen=True)
+class ReportingRun:
+    run: Path  # the run's folder (--output/<namespace>/tiny-smoke)
+    mlruns: Path  # the MLflow file store it logged to
+    scraped: dict  # /metrics as served once a step was trained
+    output: str  # stdout and stderr
+    returncode: int
+    status: dict  # the EmpoRun's status in the API emulator after the run
+
+
+@pytest.fixture(scope="session")
+def reporting_run(tmp_path_factory, empo_env, kube_emulator) -> ReportingRun:
+    """One `empo train` of the tiny run (REPORTING_STEPS steps) that reports everywhere a run reports:
+    TensorBoard, an MLflow file store and W&B offline (spec.tracking), Prometheus /metrics while it
+    trains, and its EmpoRun's status through the Kubernetes API (the KMock emulator, as from a RayJob
+    head pod). test_tracking and test_status_reporting read it; each trained a run of its own before."""
+    from empo_operator.kube import Kube
+    from tests.waiting import wait_for
+
+    folder = tmp_path_factory.mktemp("reporting")
+    kube_emulator.add_namespace(REPORTING_NAMESPACE)
+    doc = yaml.safe_load((REPO / "examples/tiny.yaml").read_text())
+    doc["metadata"]["namespace"] = REPORTING_NAMESPACE
+    doc["spec"]["dataset"]["uri"] = str(REPO / "data/local/arith-train.jsonl")
+    doc["spec"]["eval"] = {"benchmarks": []}
+    doc["spec"]["tracking"] = {"tensorboard": True, "mlflow": {"trackingUri": str(folder / "mlruns"), "experiment": "tiny"},
+                               "wandb": {"project": "empo-tests", "mode": "offline"}}
+    kube = Kube(kube_emulator.client())
+    kube.create(doc)
+    (folder / "run.yaml").write_text(yaml.safe_dump(doc))
+    port = free_port()
+    env = empo_env | {"EMPO_METRICS_PORT": str(port), "EMPO_METRICS_ADDR": "127.0.0.1",
+                      "EMPO_RUN_NAME": "tiny-smoke", "EMPO_RUN_NAMESPACE": REPORTING_NAMESPACE,
+                      "EMPO_API_URL": kube_emulator.url, "EMPO_PROGRESS_INTERVAL": "0"}
+    proc = subprocess.Popen([sys.executable, "-m", "empo_api.cli", "train", str(folder / "run.yaml"), "--output",
+                             str(folder / "out"), "--steps", str(REPORTING_STEPS), "--no-progress"], env=env, cwd=REPO,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    labels = (("namespace", REPORTING_NAMESPACE), ("run", "tiny-smoke"))
+
+    def trained_a_step():
+        if proc.poll() is not None:
+            raise AssertionError(f"the run ended before a scrape saw a step: {proc.stdout.read()[-3000:]}")
+        try:
+            return scrape(port).get("empo_train_step", {}).get(labels, 0) >= 1
+        except OSError:
+            return False
+
+    try:
+        wait_for(trained_a_step, 600, 0.5, "empo_train_step >= 1 on the driver's /metrics")
+        scraped = scrape(port)
+        output, _ = proc.communicate(timeout=600)
+    finally:
+        proc.kill()
+    status = kube.get("empo.dev/v1alpha1", "emporuns", REPORTING_NAMESPACE, "tiny-smoke").get("status", {})
+    return ReportingRun(folder / "out" / REPORTING_NAMESPACE / "tiny-smoke", folder / "mlruns", scraped, output,
+                        proc.returncode, status)

@@ -1,29 +1,23 @@
 """Experiment tracking and Prometheus metrics of a run, read back with each tool's own reader.
 
 One real `empo train` run (tiny model, 3 steps) logs to TensorBoard (event files in the run folder),
-an MLflow file store and W&B in offline mode, and serves /metrics while it trains.
+an MLflow file store and W&B in offline mode, and serves /metrics while it trains: the session's
+reporting run (conftest.py), which also reports its status for test_status_reporting.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import socket
 import struct
-import subprocess
-import sys
-import urllib.request
 from pathlib import Path
 
 import pytest
-import yaml
-from prometheus_client.parser import text_string_to_metric_families
 
 from empo_api.models import EmpoRunSpec
 from empo_trainer import metrics_exporter, tracking
-from tests.waiting import wait_for
 
-from .conftest import REPO
+from .conftest import REPORTING_NAMESPACE, free_port, scrape
 
 SPEC = {"model": {"source": "bundled:tiny-random"}, "dataset": {"uri": "data/local/arith-train.jsonl"},
         "algorithm": {"numGenerations": 4}, "tracking": {"tensorboard": True,
@@ -54,11 +48,6 @@ def test_an_mlflow_uri_that_cannot_work_is_refused_with_the_field_named(uri):
         EmpoRunSpec.model_validate({**SPEC, "tracking": {"mlflow": {"trackingUri": uri}}})
 
 
-def _scrape(port: int) -> dict[str, dict[tuple, float]]:
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    return {f.name: {tuple(sorted(s.labels.items())): s.value for s in f.samples} for f in text_string_to_metric_families(text)}
-
-
 def test_step_metrics_are_served_with_run_and_namespace_labels():
     metrics = metrics_exporter.RunMetrics("research", "qwen")
     port = metrics.serve(0, "127.0.0.1")
@@ -66,7 +55,7 @@ def test_step_metrics_are_served_with_run_and_namespace_labels():
         metrics.step({"step": 7, "total_steps": 20, "reward": 0.61, "semantic_entropy": 0.73, "tokens_per_second": 812.5,
                       "weight_sync_seconds": 1.5, "batch_digest": "ab12", "label_accuracy": 0.4})
         metrics.eval({"step": 5, "accuracy": {"math500": 0.44}})
-        got = _scrape(port)
+        got = scrape(port)
     finally:
         metrics.close()
     run = (("namespace", "research"), ("run", "qwen"))
@@ -88,12 +77,6 @@ def test_no_port_no_server_and_a_bad_port_is_named():
 # ------------------------------------------------------------------------------------------------
 # a real run
 # ------------------------------------------------------------------------------------------------
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def _wandb_history(path: Path) -> list[dict]:
@@ -120,37 +103,11 @@ def _wandb_history(path: Path) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_a_run_logs_to_tensorboard_mlflow_and_wandb_and_serves_metrics(tmp_path, empo_env):
-    doc = yaml.safe_load((REPO / "examples/tiny.yaml").read_text())
-    doc["spec"]["dataset"]["uri"] = str(REPO / "data/local/arith-train.jsonl")
-    doc["spec"]["eval"] = {"benchmarks": []}
-    doc["spec"]["tracking"] = {"tensorboard": True, "mlflow": {"trackingUri": str(tmp_path / "mlruns"), "experiment": "tiny"},
-                               "wandb": {"project": "empo-tests", "mode": "offline"}}
-    (tmp_path / "run.yaml").write_text(yaml.safe_dump(doc))
-    port = _free_port()
-    env = {**empo_env, "EMPO_METRICS_PORT": str(port), "EMPO_METRICS_ADDR": "127.0.0.1"}
-    proc = subprocess.Popen([sys.executable, "-m", "empo_api.cli", "train", str(tmp_path / "run.yaml"), "--output",
-                             str(tmp_path / "out"), "--no-progress"], env=env, cwd=REPO, stdout=subprocess.PIPE,
-                            stderr=subprocess.STDOUT, text=True)
-    run_labels = (("namespace", "default"), ("run", "tiny-smoke"))
-
-    def trained_a_step():
-        if proc.poll() is not None:
-            raise AssertionError(f"the run ended before a scrape saw a step: {proc.stdout.read()[-3000:]}")
-        try:
-            return _scrape(port).get("empo_train_step", {}).get(run_labels, 0) >= 1
-        except OSError:
-            return False
-
-    try:
-        wait_for(trained_a_step, 600, 0.5, "empo_train_step >= 1 on the driver's /metrics")
-        scraped = _scrape(port)
-        out, _ = proc.communicate(timeout=600)
-    finally:
-        proc.kill()
-    assert proc.returncode == 0, out[-3000:]
+def test_a_run_logs_to_tensorboard_mlflow_and_wandb_and_serves_metrics(reporting_run):
+    assert reporting_run.returncode == 0, reporting_run.output[-3000:]
+    scraped, run_labels = reporting_run.scraped, (("namespace", REPORTING_NAMESPACE), ("run", "tiny-smoke"))
     assert scraped["empo_train_total_steps"][run_labels] == 3 and run_labels in scraped["empo_train_semantic_entropy_nats"]
-    run = tmp_path / "out" / "default" / "tiny-smoke"
+    run = reporting_run.run
     records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines()]
     entropy = [r["semantic_entropy"] for r in records]
 
@@ -167,9 +124,10 @@ def test_a_run_logs_to_tensorboard_mlflow_and_wandb_and_serves_metrics(tmp_path,
     os.environ.setdefault("MLFLOW_ALLOW_FILE_STORE", "true")
     from mlflow import MlflowClient
 
-    client = MlflowClient((tmp_path / "mlruns").as_uri())
+    client = MlflowClient(reporting_run.mlruns.as_uri())
     runs = client.search_runs([client.get_experiment_by_name("tiny").experiment_id])
-    assert len(runs) == 1 and runs[0].info.status == "FINISHED" and runs[0].data.tags["empo.run"] == "default/tiny-smoke"
+    assert len(runs) == 1 and runs[0].info.status == "FINISHED"
+    assert runs[0].data.tags["empo.run"] == f"{REPORTING_NAMESPACE}/tiny-smoke"
     params = runs[0].data.params
     assert params["algorithm.numGenerations"] == "4" and "per_device_train_batch_size" not in params  # the spec
     run_id = runs[0].info.run_id
@@ -188,7 +146,7 @@ def test_a_run_logs_to_tensorboard_mlflow_and_wandb_and_serves_metrics(tmp_path,
 def test_an_unreachable_mlflow_server_is_named_before_training(monkeypatch):
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
     monkeypatch.setenv("MLFLOW_HTTP_REQUEST_TIMEOUT", "5")
-    spec = EmpoRunSpec.model_validate({**SPEC, "tracking": {"mlflow": {"trackingUri": f"http://127.0.0.1:{_free_port()}"}}})
+    spec = EmpoRunSpec.model_validate({**SPEC, "tracking": {"mlflow": {"trackingUri": f"http://127.0.0.1:{free_port()}"}}})
     with pytest.raises(tracking.TrackingError, match=r"spec\.tracking\.mlflow\.trackingUri 'http://127\.0\.0\.1:\d+': cannot log"):
         tracking.mlflow_run(spec, "research", "qwen")
 
