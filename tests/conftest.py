@@ -21,6 +21,7 @@ pytest_plugins = [
     "tests.plugins.seaweedfs",
     "tests.plugins.kmock_server",
     "tests.plugins.control_plane",
+    "tests.plugins.kueue",
 ]
 
 
