@@ -57,6 +57,15 @@ build() {
     cp "$src"/config/crd/bases/*.yaml "$out.tmp/crds/"
     chmod u+w "$out.tmp/crds"/*.yaml
   fi
+  if [[ $name == kueue ]]; then
+    # Kueue's CRDs and webhook manifests of the same release (tests/plugins/kueue.py installs them).
+    local src
+    src=$(cd "$dir" && go list -m -f '{{.Dir}}' "$module")
+    mkdir -p "$out.tmp/crds" "$out.tmp/webhook"
+    cp "$src"/config/components/crd/bases/*.yaml "$out.tmp/crds/"
+    cp "$src"/config/components/webhook/manifests.yaml "$out.tmp/webhook/"
+    chmod u+w "$out.tmp/crds"/*.yaml "$out.tmp/webhook"/*.yaml
+  fi
   echo "$stamp" > "$out.tmp/stamp"
   rm -rf "$out"
   mv "$out.tmp" "$out"
@@ -86,3 +95,6 @@ build kuberay github.com/ray-project/kuberay/ray-operator "" github.com/ray-proj
 # The node's cluster DNS (tests/plugins/node.py): CoreDNS with the kubernetes plugin only.
 build coredns github.com/coredns/coredns "" .
 build helm helm.sh/helm/v3 "-X helm.sh/helm/v3/internal/version.version={version}" helm.sh/helm/v3/cmd/helm
+# Queueing, admission and preemption of RayJobs (tests/plugins/kueue.py); the version stamp is the
+# one Kueue's Makefile sets (it logs it at start).
+build kueue sigs.k8s.io/kueue "-X sigs.k8s.io/kueue/pkg/version.GitVersion={version}" sigs.k8s.io/kueue/cmd/kueue
