@@ -12,7 +12,7 @@ from tests.operator.conftest import REPO
 
 
 def render(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "empo_api.cli", "render", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "empo_cli", "render", *args], capture_output=True, text=True,
                           cwd=REPO, env={**os.environ, **(env or {})}, timeout=60)
 
 
