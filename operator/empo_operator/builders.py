@@ -540,11 +540,3 @@ def build_event(run: dict[str, Any], type: str, reason: str, message: str, now: 
         "source": {"component": MANAGED_BY}, "reportingComponent": MANAGED_BY, "reportingInstance": MANAGED_BY,
         "firstTimestamp": now, "lastTimestamp": now, "count": 1,
     }
-
-
-def build_children(run: EmpoRun, settings: Settings, attempt: int = 0) -> list[dict[str, Any]]:
-    """Every child in creation order: the RayJob last, once what its pods mount and use exists."""
-    from .network_policy import build_network_policy  # it builds on this module's names
-
-    return [build_configmap(run, settings), *build_trainer_rbac(run), build_network_policy(run, settings),
-            build_rayjob(run, settings, attempt)]

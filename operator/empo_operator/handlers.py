@@ -35,6 +35,7 @@ from kubernetes.client.exceptions import ApiException
 from empo_api.models import API_VERSION, GROUP, PLURAL, VERSION, EmpoRun
 
 from . import builders, lifecycle, metrics, pod_causes
+from .children import build_children
 from .kube import Kube, owner_uids
 from .settings import Settings, from_env
 from .status import PRE_RUNNING_DEADLINE, TERMINAL, Event, Observation, Problem, next_status
@@ -400,7 +401,7 @@ async def _start_attempt(kube: Kube, run: dict[str, Any], model: EmpoRun, settin
     """Create what attempt `attempt` needs, in waves (builders.creation_waves); its RayJob, or None
     when another object holds a name."""
     uid = run["metadata"]["uid"]
-    children = builders.build_children(model, settings, attempt)
+    children = build_children(model, settings, attempt)
     kopf.adopt(children, owner=run)
     rayjob = None
     for wave in builders.creation_waves(children):
