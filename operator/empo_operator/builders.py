@@ -13,6 +13,7 @@ from typing import Any
 
 from empo_api.models import API_VERSION, MUTABLE_SPEC_FIELDS, PLURAL, GROUP, EmpoRun, EmpoRunSpec
 from empo_api.capacity import EXIT_MARGIN_SECONDS, LOGS_BYTES, known_shape, node_disk_bytes, preemption_grace_seconds
+from empo_api.errors import SpecError
 from empo_api.placement import LEARNER, GroupPlan, PlacementPlan, group_resource, plan_placement
 
 from .settings import Settings
@@ -53,10 +54,6 @@ TRAINING_METRICS_PORT_NAME = "empo-metrics"
 # `ray.init("ray://...")` reaches the cluster.
 DASHBOARD_PORT = 8265
 RAY_HEAD_PORTS = {"gcs-server": 6379, "dashboard": DASHBOARD_PORT, "client": 10001, "metrics": 8080}
-
-
-class SpecError(ValueError):
-    """The spec cannot be turned into children."""
 
 
 class DefaultsError(SpecError):

@@ -153,3 +153,12 @@ def test_the_installed_command_exits_2_without_a_traceback(tmp_path):
     out = subprocess.run([sys.executable, "-m", "empo_cli", "train", str(tmp_path / "nope.yaml")],
                          capture_output=True, text=True, env=env, cwd=REPO)
     assert out.returncode == 2 and "Traceback" not in out.stderr and "nope.yaml" in out.stderr, out.stderr
+
+
+def test_one_spec_error_for_the_operator_and_the_trainer():
+    from empo_api.errors import SpecError
+    from empo_operator import builders
+    from empo_trainer import learner, tracking
+
+    assert builders.SpecError is learner.SpecError is SpecError
+    assert issubclass(builders.DefaultsError, SpecError) and issubclass(tracking.TrackingError, SpecError)
