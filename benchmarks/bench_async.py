@@ -72,7 +72,7 @@ def run(workload: str, mode: str, long_steps: int, long_tokens: int, work: Path,
     env.setdefault("EMPO_CACHE_DIR", str(REPO / ".cache" / "empo"))
     load_before = _load()
     start = time.perf_counter()
-    proc = subprocess.run([sys.executable, "-m", "empo_api.cli", "train", str(path), "--output", str(out),
+    proc = subprocess.run([sys.executable, "-m", "empo_cli", "train", str(path), "--output", str(out),
                            "--fresh", "--no-progress"], env=env, cwd=REPO, capture_output=True, text=True)
     wall = time.perf_counter() - start
     if proc.returncode:

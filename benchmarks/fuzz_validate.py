@@ -33,12 +33,12 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # for tests.api.fuzz_manifests (the generator the tests use)
 
-from empo_api import cli  # noqa: E402
+from empo_cli import main as cli  # noqa: E402
 from tests.api.fuzz_manifests import leaked, manifest_case  # noqa: E402
 
 
 def run_process(paths: list[Path]) -> tuple[int, str]:
-    result = subprocess.run([sys.executable, "-m", "empo_api.cli", "validate", *map(str, paths)], cwd=REPO,
+    result = subprocess.run([sys.executable, "-m", "empo_cli", "validate", *map(str, paths)], cwd=REPO,
                             capture_output=True, text=True, errors="backslashreplace", timeout=600, env=dict(os.environ))
     return result.returncode, result.stdout + result.stderr
 

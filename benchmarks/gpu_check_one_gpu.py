@@ -59,7 +59,7 @@ def main() -> int:
     env.pop("RAY_ADDRESS", None)
     started = time.perf_counter()
     try:
-        result = subprocess.run([sys.executable, "-m", "empo_api.cli", "train", str(work / "run.yaml"), "--output",
+        result = subprocess.run([sys.executable, "-m", "empo_cli", "train", str(work / "run.yaml"), "--output",
                                  str(work / "out"), "--steps", str(args.steps), "--no-progress"], env=env, cwd=REPO,
                                 capture_output=True, text=True, timeout=args.timeout)
         rc, output = result.returncode, result.stdout + result.stderr

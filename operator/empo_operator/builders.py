@@ -13,6 +13,7 @@ from typing import Any
 
 from empo_api.models import API_VERSION, MUTABLE_SPEC_FIELDS, PLURAL, GROUP, EmpoRun, EmpoRunSpec
 from empo_api.capacity import EXIT_MARGIN_SECONDS, LOGS_BYTES, known_shape, node_disk_bytes, preemption_grace_seconds
+from empo_api.errors import SpecError
 from empo_api.placement import LEARNER, GroupPlan, PlacementPlan, group_resource, plan_placement
 
 from .settings import Settings
@@ -53,10 +54,6 @@ TRAINING_METRICS_PORT_NAME = "empo-metrics"
 # `ray.init("ray://...")` reaches the cluster.
 DASHBOARD_PORT = 8265
 RAY_HEAD_PORTS = {"gcs-server": 6379, "dashboard": DASHBOARD_PORT, "client": 10001, "metrics": 8080}
-
-
-class SpecError(ValueError):
-    """The spec cannot be turned into children."""
 
 
 class DefaultsError(SpecError):
@@ -540,11 +537,3 @@ def build_event(run: dict[str, Any], type: str, reason: str, message: str, now: 
         "source": {"component": MANAGED_BY}, "reportingComponent": MANAGED_BY, "reportingInstance": MANAGED_BY,
         "firstTimestamp": now, "lastTimestamp": now, "count": 1,
     }
-
-
-def build_children(run: EmpoRun, settings: Settings, attempt: int = 0) -> list[dict[str, Any]]:
-    """Every child in creation order: the RayJob last, once what its pods mount and use exists."""
-    from .network_policy import build_network_policy  # it builds on this module's names
-
-    return [build_configmap(run, settings), *build_trainer_rbac(run), build_network_policy(run, settings),
-            build_rayjob(run, settings, attempt)]

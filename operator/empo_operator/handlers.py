@@ -35,6 +35,7 @@ from kubernetes.client.exceptions import ApiException
 from empo_api.models import API_VERSION, GROUP, PLURAL, VERSION, EmpoRun
 
 from . import builders, lifecycle, metrics, pod_causes
+from .children import build_children
 from .kube import Kube, owner_uids
 from .settings import Settings, from_env
 from .status import PRE_RUNNING_DEADLINE, TERMINAL, Event, Observation, Problem, next_status
@@ -65,7 +66,7 @@ def parse_time(value: str | None) -> datetime.datetime | None:
         return None
 
 
-async def io(fn: Callable[..., Any], *args: Any) -> Any:
+async def in_thread(fn: Callable[..., Any], *args: Any) -> Any:
     # The API client is blocking; asyncio.to_thread uses the loop's default executor, sized at startup.
     return await asyncio.to_thread(fn, *args)
 
@@ -88,7 +89,7 @@ async def configure(settings: kopf.OperatorSettings, memo: kopf.Memo, **_: Any) 
     asyncio.get_running_loop().set_default_executor(
         concurrent.futures.ThreadPoolExecutor(max_workers=memo.settings.api_threads, thread_name_prefix="empo-api"))
     if "kube" not in memo:
-        memo.kube = await io(Kube)
+        memo.kube = await in_thread(Kube)
     init_memo(memo)
     memo.resync_task = asyncio.get_running_loop().create_task(_resync_forever(memo))
 
@@ -134,7 +135,7 @@ async def _post(kube: Kube, run: dict[str, Any], events: list[Event]) -> None:
     context, not from the resync loop or a backoff's wake-up."""
     for e in events:
         try:
-            await io(kube.create, builders.build_event(run, e.type, e.reason, e.message, stamp(now())))
+            await in_thread(kube.create, builders.build_event(run, e.type, e.reason, e.message, stamp(now())))
         except ApiException as exc:  # an Event is worth no retry storm; the status has it all
             log.warning(f"event {e.reason} on {run['metadata']['name']} not posted: {exc.status}")
 
@@ -143,7 +144,7 @@ async def _ensure(kube: Kube, obj: dict[str, Any], uid: str) -> tuple[dict[str, 
     """Create `obj` unless the run owns it already: (object, created?); (None, False) when another
     object holds the name. A child of a deleted run with the same name makes us wait: the garbage
     collector removes it (after KubeRay's finalizer, for a RayJob)."""
-    found, created = await io(kube.create, obj)
+    found, created = await in_thread(kube.create, obj)
     if created or uid in owner_uids(found):
         return found, created
     meta = found.get("metadata") or {}
@@ -158,7 +159,7 @@ async def _ensure(kube: Kube, obj: dict[str, Any], uid: str) -> tuple[dict[str, 
 async def _write_status(kube: Kube, run: dict[str, Any], patch: dict[str, Any]) -> None:
     meta = run["metadata"]
     try:
-        await io(kube.patch, *EMPORUN, meta["namespace"], meta["name"], {"status": patch}, "status",
+        await in_thread(kube.patch, *EMPORUN, meta["namespace"], meta["name"], {"status": patch}, "status",
                  meta.get("resourceVersion"))
     except ApiException as exc:
         if exc.status == 409:
@@ -196,7 +197,7 @@ async def reconcile(memo: kopf.Memo, namespace: str, name: str, body: dict[str, 
 async def _reconcile_with_retries(memo: kopf.Memo, namespace: str, name: str, body: dict[str, Any] | None) -> None:
     for _ in range(CONFLICT_RETRIES):
         fresh = body is None
-        run = body if body is not None else await io(memo.kube.get, *EMPORUN, namespace, name)
+        run = body if body is not None else await in_thread(memo.kube.get, *EMPORUN, namespace, name)
         body = None
         if run is None or (run.get("metadata") or {}).get("deletionTimestamp"):
             return  # the run is gone; the garbage collector takes its children
@@ -222,7 +223,7 @@ async def _reconcile(kube: Kube, settings: Settings, run: dict[str, Any],
         # apply an old suspend: side effects only from what the server has now.
         nonlocal fresh
         if not fresh:
-            current = await io(kube.get, *EMPORUN, run["metadata"]["namespace"], run["metadata"]["name"])
+            current = await in_thread(kube.get, *EMPORUN, run["metadata"]["namespace"], run["metadata"]["name"])
             if current is None or current["metadata"].get("resourceVersion") != run["metadata"].get("resourceVersion"):
                 raise Conflict()
             fresh = True
@@ -238,11 +239,11 @@ async def _reconcile(kube: Kube, settings: Settings, run: dict[str, Any],
     legacy = status.get("rayJobName")
     if legacy and legacy != rj_name:
         # Named by an earlier operator (<run>, <run>-r1, ...): the live attempt keeps its RayJob.
-        old = rayjobs.get((namespace, legacy)) or await io(kube.get, *RAYJOB, namespace, legacy)
+        old = rayjobs.get((namespace, legacy)) or await in_thread(kube.get, *RAYJOB, namespace, legacy)
         if old is not None and uid in owner_uids(old) and lifecycle.attempt_of(old) == attempt:
             rj_name = legacy
 
-    rayjob = rayjobs.get((namespace, rj_name)) or await io(kube.get, *RAYJOB, namespace, rj_name)
+    rayjob = rayjobs.get((namespace, rj_name)) or await in_thread(kube.get, *RAYJOB, namespace, rj_name)
     standing = lifecycle.standing_problem(status)
     # A refusal stands until the spec changes; an operator-settings problem is looked at again.
     steady = rayjob is not None and meta.get("generation") == status.get("observedGeneration") \
@@ -251,7 +252,7 @@ async def _reconcile(kube: Kube, settings: Settings, run: dict[str, Any],
         cm, accepted, effective, problem = None, None, settings, standing
         model = None if problem else lifecycle.parse_run(run)
     else:
-        cm = await io(kube.get, "v1", "configmaps", namespace, builders.config_name(name))
+        cm = await in_thread(kube.get, "v1", "configmaps", namespace, builders.config_name(name))
         if cm is not None and uid not in owner_uids(cm):
             cm = None  # a predecessor's: _ensure waits for it to go
         accepted = lifecycle.accepted_spec(cm)
@@ -278,7 +279,7 @@ async def _reconcile(kube: Kube, settings: Settings, run: dict[str, Any],
             data = builders.build_configmap(model, effective)["data"]
             if data != cm.get("data"):  # mutable fields (eval, checkpointing) reach the trainer
                 await act()
-                await io(kube.patch, "v1", "configmaps", namespace, cm["metadata"]["name"], {"data": data})
+                await in_thread(kube.patch, "v1", "configmaps", namespace, cm["metadata"]["name"], {"data": data})
         if rayjob is None and wait <= 0:
             await act()
             rayjob = await _start_attempt(kube, run, model, effective, attempt)
@@ -322,7 +323,7 @@ async def _reconcile(kube: Kube, settings: Settings, run: dict[str, Any],
         await _write_status(kube, run, patch)
         await _post(kube, run, events)
         metrics.RESTARTS.inc()
-        await io(kube.delete, *RAYJOB, namespace, rj_name, rayjob["metadata"].get("uid"))
+        await in_thread(kube.delete, *RAYJOB, namespace, rj_name, rayjob["metadata"].get("uid"))
         log.info(f"attempt {attempt} of {namespace}/{name} {'was preempted' if obs.preempted else 'failed'}; "
                  f"attempt {attempt + 1} in {delay:.0f}s")
         return delay
@@ -334,7 +335,7 @@ async def _reconcile(kube: Kube, settings: Settings, run: dict[str, Any],
         await _post(kube, run, events)
     if upd.verdict is not None and upd.verdict.reason == PRE_RUNNING_DEADLINE and rayjob is not None:
         # Release whatever part of the cluster did get scheduled.
-        await io(kube.delete, *RAYJOB, namespace, rj_name, rayjob["metadata"].get("uid"))
+        await in_thread(kube.delete, *RAYJOB, namespace, rj_name, rayjob["metadata"].get("uid"))
     return wait if rayjob is None and wait > 0 else None
 
 
@@ -355,7 +356,7 @@ async def _blocked(kube: Kube, rayjob: dict[str, Any] | None, attempt: int,
     cluster = (rayjob.get("status") or {}).get("rayClusterName")
     if cluster and not any(p["labels"].get(builders.LABEL_COMPONENT) == "head" for p in mine):
         # No head pod yet: did the API server refuse to create it? KubeRay says so only in an Event.
-        events = await io(kube.list, "v1", "events", rayjob["metadata"]["namespace"],
+        events = await in_thread(kube.list, "v1", "events", rayjob["metadata"]["namespace"],
                           f"involvedObject.name={cluster},type=Warning")
         warnings = sorted(events, key=lambda e: e.get("lastTimestamp") or e.get("eventTime") or "", reverse=True)
     cause = pod_causes.first_cause(mine, warnings)
@@ -369,11 +370,11 @@ KUEUE_APIS = ("kueue.x-k8s.io/v1beta2", "kueue.x-k8s.io/v1beta1")
 async def _queue_problem(kube: Kube, namespace: str, queue: str) -> tuple[str, str] | None:
     """Why Kueue will never admit a RayJob labelled for `queue`: no Kueue at all, or no such
     LocalQueue in the run's namespace. Kueue itself says nothing in either case."""
-    served = [v for v in KUEUE_APIS if await io(kube.serves, v)]
+    served = [v for v in KUEUE_APIS if await in_thread(kube.serves, v)]
     if not served:
         return (KUEUE_NOT_INSTALLED, f"spec.queueName is {queue!r}, but Kueue is not installed (the API server serves "
                                      f"no kueue.x-k8s.io): nothing will admit the run; install Kueue or remove queueName")
-    if await io(kube.get, served[0], "localqueues", namespace, queue) is None:
+    if await in_thread(kube.get, served[0], "localqueues", namespace, queue) is None:
         return (LOCAL_QUEUE_NOT_FOUND, f"spec.queueName is {queue!r}, but namespace {namespace} has no LocalQueue of "
                                        f"that name: Kueue admits nothing into it; create it or fix queueName")
     return None
@@ -400,7 +401,7 @@ async def _start_attempt(kube: Kube, run: dict[str, Any], model: EmpoRun, settin
     """Create what attempt `attempt` needs, in waves (builders.creation_waves); its RayJob, or None
     when another object holds a name."""
     uid = run["metadata"]["uid"]
-    children = builders.build_children(model, settings, attempt)
+    children = build_children(model, settings, attempt)
     kopf.adopt(children, owner=run)
     rayjob = None
     for wave in builders.creation_waves(children):
@@ -415,9 +416,9 @@ async def _start_attempt(kube: Kube, run: dict[str, Any], model: EmpoRun, settin
                         await _post(kube, run, [Event("Warning", lifecycle.RAY_AUTH_DROPPED, why)])
     if attempt:  # a failed attempt whose delete was lost (an error, an operator restart)
         previous = builders.rayjob_name(model.name, uid, attempt - 1)
-        old = await io(kube.get, *RAYJOB, model.namespace, previous)
+        old = await in_thread(kube.get, *RAYJOB, model.namespace, previous)
         if old is not None and uid in owner_uids(old):
-            await io(kube.delete, *RAYJOB, model.namespace, previous, old["metadata"]["uid"])
+            await in_thread(kube.delete, *RAYJOB, model.namespace, previous, old["metadata"]["uid"])
     return rayjob
 
 
@@ -443,7 +444,7 @@ async def _sync_rayjob(kube: Kube, rayjob: dict[str, Any], model: EmpoRun,
         patch["spec"] = {"suspend": False}
     if patch:
         await act()
-        await io(kube.patch, *RAYJOB, meta["namespace"], meta["name"], patch)
+        await in_thread(kube.patch, *RAYJOB, meta["namespace"], meta["name"], patch)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -509,13 +510,13 @@ async def rayjob_changed(type: str | None, body: kopf.Body, memo: kopf.Memo, **_
         return
     # The watch's copy when there is one (kopf replays every RayJob when a watch reconnects; a GET
     # per RayJob each time adds up); reconcile checks a copy before acting on it.
-    run = memo.runs.get((namespace, owner["name"])) or await io(memo.kube.get, *EMPORUN, namespace, owner["name"])
+    run = memo.runs.get((namespace, owner["name"])) or await in_thread(memo.kube.get, *EMPORUN, namespace, owner["name"])
     if run is None or run["metadata"].get("uid") != owner.get("uid"):
         return  # a deleted run's RayJob (the garbage collector takes it), not the new run of that name
     if type != "DELETED":
         attempt = lifecycle.attempt_of(body)
         if attempt is not None and attempt < int((run.get("status") or {}).get("restarts", 0)):
             # A replaced attempt left over by a crash.
-            await io(memo.kube.delete, *RAYJOB, namespace, body.meta["name"], body.meta.get("uid"))
+            await in_thread(memo.kube.delete, *RAYJOB, namespace, body.meta["name"], body.meta.get("uid"))
             return
     await reconcile(memo, namespace, owner["name"], run)

@@ -16,7 +16,8 @@ import yaml
 from empo_api.cli_errors import non_negative_int
 from empo_api.validate import load_documents, validate_manifest
 
-from .builders import UID_PLACEHOLDER, build_children
+from .builders import UID_PLACEHOLDER
+from .children import build_children
 from .lifecycle import validate_run
 from .settings import SettingsError, from_env
 

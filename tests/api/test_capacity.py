@@ -74,7 +74,7 @@ def test_shape_from_a_config_json():
 
 
 def empo(*args):
-    return subprocess.run([sys.executable, "-m", "empo_api.cli", *map(str, args)], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "empo_cli", *map(str, args)], capture_output=True, text=True,
                           cwd=REPO)
 
 

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from empo_api.cli import main
+from empo_cli.main import main
 from empo_api.cli_errors import user_message
 
 REPO = Path(__file__).resolve().parents[2]
@@ -150,6 +150,15 @@ def test_storage_errors_cross_process_boundaries():
 
 def test_the_installed_command_exits_2_without_a_traceback(tmp_path):
     env = dict(os.environ, PYTHONPATH="")
-    out = subprocess.run([sys.executable, "-m", "empo_api.cli", "train", str(tmp_path / "nope.yaml")],
+    out = subprocess.run([sys.executable, "-m", "empo_cli", "train", str(tmp_path / "nope.yaml")],
                          capture_output=True, text=True, env=env, cwd=REPO)
     assert out.returncode == 2 and "Traceback" not in out.stderr and "nope.yaml" in out.stderr, out.stderr
+
+
+def test_one_spec_error_for_the_operator_and_the_trainer():
+    from empo_api.errors import SpecError
+    from empo_operator import builders
+    from empo_trainer import learner, tracking
+
+    assert builders.SpecError is learner.SpecError is SpecError
+    assert issubclass(builders.DefaultsError, SpecError) and issubclass(tracking.TrackingError, SpecError)

@@ -18,7 +18,7 @@ def test_committed_crd_equals_generated(repo):
 
 
 def test_empo_crd_command_prints_the_committed_file(repo):
-    out = subprocess.run([sys.executable, "-m", "empo_api.cli", "crd"], capture_output=True, text=True, check=True)
+    out = subprocess.run([sys.executable, "-m", "empo_cli", "crd"], capture_output=True, text=True, check=True)
     assert out.stdout == (repo / CRD_FILE).read_text()
 
 

@@ -180,7 +180,7 @@ def test_the_command_exits_1_and_prints_every_file(tmp_path):
     bad.write_text('apiVersion: empo.dev/v1alpha1\nkind: EmpoRun\nmetadata: {name: "\\ud800x"}\n')
     maybe = tmp_path / "maybe.yaml"
     maybe.write_text("apiVersion: empo.dev/v1alpha1\nkind: EmpoRun\nmetadata: {name: !!bool maybe}\n")
-    result = subprocess.run([sys.executable, "-m", "empo_api.cli", "validate", str(bad), str(maybe),
+    result = subprocess.run([sys.executable, "-m", "empo_cli", "validate", str(bad), str(maybe),
                              str(REPO / "examples" / "tiny.yaml")], capture_output=True, text=True, cwd=REPO)
     assert result.returncode == 1 and not result.stderr, result.stderr
     lines = result.stdout.splitlines()

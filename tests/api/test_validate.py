@@ -94,10 +94,10 @@ def test_bad_spec_names_the_field(path, value, expected):
 def test_cli_exit_codes_and_messages(tmp_path):
     bad = tmp_path / "bad.yaml"
     bad.write_text(yaml.safe_dump(_with("spec.algorithm.numGenerations", 1)))
-    ok = subprocess.run([sys.executable, "-m", "empo_api.cli", "validate", str(REPO / "examples/math-s3.yaml")],
+    ok = subprocess.run([sys.executable, "-m", "empo_cli", "validate", str(REPO / "examples/math-s3.yaml")],
                         capture_output=True, text=True)
     assert ok.returncode == 0, ok.stdout + ok.stderr
-    out = subprocess.run([sys.executable, "-m", "empo_api.cli", "validate", str(bad)], capture_output=True, text=True)
+    out = subprocess.run([sys.executable, "-m", "empo_cli", "validate", str(bad)], capture_output=True, text=True)
     assert out.returncode == 1
     assert "spec.algorithm.numGenerations" in out.stdout and "greater than or equal to 2" in out.stdout
 

@@ -16,7 +16,7 @@ from pathlib import Path
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from empo_api import cli
+from empo_cli import main as cli
 
 from .fuzz_manifests import leaked, manifest_case
 
@@ -82,7 +82,7 @@ def test_a_real_process_exits_1_without_traceback_or_secrets(tmp_path):
         paths[-1].write_bytes(case.text)
     paths.insert(3, tmp_path / "missing.yaml")
     paths.insert(7, tmp_path)  # a folder
-    result = subprocess.run([sys.executable, "-m", "empo_api.cli", "validate", *map(str, paths)], cwd=REPO,
+    result = subprocess.run([sys.executable, "-m", "empo_cli", "validate", *map(str, paths)], cwd=REPO,
                             capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONIOENCODING": "ascii"})
     _check(result.returncode, result.stdout + result.stderr, paths, [s for c in cases for s in c.secrets])
     assert result.returncode == 1 and not result.stderr

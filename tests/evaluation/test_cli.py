@@ -12,7 +12,7 @@ from empo_trainer.storage import open_run_storage
 
 
 def _empo(*args: str, cwd=None) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "empo_api.cli", *args], capture_output=True, text=True, timeout=300,
+    return subprocess.run([sys.executable, "-m", "empo_cli", *args], capture_output=True, text=True, timeout=300,
                           env={**os.environ, "HF_HUB_OFFLINE": "1"}, cwd=cwd)
 
 

@@ -11,6 +11,7 @@ import pytest
 from empo_api import schema_check
 from empo_api.models import EmpoRun
 from empo_operator import builders
+from empo_operator.children import build_children
 from empo_operator.settings import Settings
 
 SETTINGS = Settings(trainer_image="registry.example/empo-trainer:1", default_storage_uri="s3://runs-bucket/empo",
@@ -37,7 +38,7 @@ def test_every_child_is_valid(math_s3, tiny, rayjob_schema):
     for manifest in (math_s3, tiny):
         run = EmpoRun.model_validate(manifest)
         for attempt in (0, 2):
-            children = builders.build_children(run, SETTINGS, attempt)
+            children = build_children(run, SETTINGS, attempt)
             assert [c["kind"] for c in children] == ["ConfigMap", "ServiceAccount", "Role", "RoleBinding",
                                                      "NetworkPolicy", "RayJob"]
             for child in children[:-1]:
@@ -111,7 +112,7 @@ def test_kueue_priority_class_label_reaches_the_rayjob_only(math_s3):
     """Kueue 0.17 reads a WorkloadPriorityClass from the job's label (tests/cluster/test_kueue.py)."""
     run = copy.deepcopy(math_s3)  # the fixture is the session's
     run["metadata"]["labels"] = {builders.KUEUE_PRIORITY_LABEL: "research-high"}
-    children = builders.build_children(EmpoRun.model_validate(run), SETTINGS, 0)
+    children = build_children(EmpoRun.model_validate(run), SETTINGS, 0)
     rj = children[-1]
     assert rj["metadata"]["labels"][builders.KUEUE_PRIORITY_LABEL] == "research-high"
     assert all(builders.KUEUE_PRIORITY_LABEL not in c["metadata"]["labels"] for c in children[:-1])
@@ -168,7 +169,7 @@ def test_attempt_names_never_collide_with_other_runs():
 def test_role_exists_before_its_binding():
     """Real RBAC lets the operator bind a Role only once it exists (escalation check)."""
     run = EmpoRun.model_validate({**SMALL, "metadata": {"name": "r", "namespace": "ns", "uid": UID}})
-    waves = [[c["kind"] for c in w] for w in builders.creation_waves(builders.build_children(run, SETTINGS))]
+    waves = [[c["kind"] for c in w] for w in builders.creation_waves(build_children(run, SETTINGS))]
     position = {kind: i for i, wave in enumerate(waves) for kind in wave}
     assert position["Role"] < position["RoleBinding"] < position["RayJob"]
     assert position["ConfigMap"] < position["RayJob"] and position["ServiceAccount"] < position["RayJob"]

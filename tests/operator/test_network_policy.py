@@ -8,6 +8,7 @@ import kubernetes_validate
 
 from empo_api.models import EmpoRun
 from empo_operator import builders
+from empo_operator.children import build_children
 from empo_operator.network_policy import DASHBOARD_PORT, build_network_policy
 from empo_operator.settings import Settings
 
@@ -101,7 +102,7 @@ def policy_types(run):
 
 def test_the_operator_creates_it_and_ray_uses_token_auth(math_s3):
     run = _run(math_s3)
-    children = builders.build_children(run, SETTINGS)
+    children = build_children(run, SETTINGS)
     kinds = [c["kind"] for c in children]
     assert kinds.index("NetworkPolicy") < kinds.index("RayJob")  # closed before any Ray pod starts
     rayjob = children[-1]

@@ -173,12 +173,12 @@ def test_a_missing_operator_default_makes_runs_wait_not_fail(operator, api, tiny
 def test_an_upgraded_operator_keeps_a_live_attempt_named_the_old_way(operator, api, tiny):
     """Earlier operators named attempt 0 `<run>`: after the upgrade it must not get a second cluster."""
     from empo_api.models import EmpoRun
-    from empo_operator import builders
+    from empo_operator.children import build_children
     from empo_operator.settings import Settings
 
     run = api.create_run(run_manifest(tiny))  # no operator yet: we lay out what the old one left
     model = EmpoRun.model_validate({**run_manifest(tiny), "metadata": {"name": "smoke", "namespace": api.ns}})
-    children = builders.build_children(model, Settings(trainer_image="registry.example/empo-trainer:test",
+    children = build_children(model, Settings(trainer_image="registry.example/empo-trainer:test",
                                                        default_storage_uri="s3://empo-runs/default"))
     children[-1]["metadata"]["name"] = "smoke"
     owner = {"apiVersion": "empo.dev/v1alpha1", "kind": "EmpoRun", "name": "smoke", "uid": run["metadata"]["uid"],

@@ -8,11 +8,12 @@ import yaml
 
 from empo_api.models import EmpoRun
 from empo_operator import builders, settings
+from empo_operator.children import build_children
 from tests.operator.conftest import REPO
 
 
 def render(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "empo_api.cli", "render", *args], capture_output=True, text=True,
+    return subprocess.run([sys.executable, "-m", "empo_cli", "render", *args], capture_output=True, text=True,
                           cwd=REPO, env={**os.environ, **(env or {})}, timeout=60)
 
 
@@ -21,7 +22,7 @@ def test_render_prints_the_operators_children():
     assert out.returncode == 0, out.stderr
     docs = list(yaml.safe_load_all(out.stdout))
     manifest = yaml.safe_load((REPO / "examples" / "math-s3.yaml").read_text())
-    expected = builders.build_children(EmpoRun.model_validate(manifest),
+    expected = build_children(EmpoRun.model_validate(manifest),
                                        settings.Settings(trainer_image="registry.example/t:1"))
     assert docs == expected
     assert [d["kind"] for d in docs] == ["ConfigMap", "ServiceAccount", "Role", "RoleBinding", "NetworkPolicy", "RayJob"]

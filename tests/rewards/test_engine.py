@@ -121,7 +121,7 @@ def test_completion_text():
 def _cli(tmp_path, lines, *args):
     path = tmp_path / "completions.jsonl"
     path.write_text("".join(json.dumps(x) + "\n" for x in lines))
-    return subprocess.run([sys.executable, "-m", "empo_api.cli", "rewards", "--input", str(path), *args],
+    return subprocess.run([sys.executable, "-m", "empo_cli", "rewards", "--input", str(path), *args],
                           capture_output=True, text=True, timeout=300)
 
 

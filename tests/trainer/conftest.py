@@ -26,7 +26,7 @@ def empo_env(tmp_path_factory):
 
 
 def empo(args, env, **kwargs):
-    return subprocess.run([sys.executable, "-m", "empo_api.cli", *map(str, args)], env=env, cwd=REPO,
+    return subprocess.run([sys.executable, "-m", "empo_cli", *map(str, args)], env=env, cwd=REPO,
                           capture_output=True, text=True, **kwargs)
 
 
@@ -109,7 +109,7 @@ def driver_killed_at_a_checkpoint(tmp_path_factory, empo_env, finished_tiny_run)
     out, log = folder / "out", folder / "killed.log"
     latest = out / "default/tiny-smoke/checkpoints/LATEST"
     with open(log, "wb") as f:  # a file, not a pipe: nothing the killed attempt leaves behind blocks on it
-        proc = subprocess.Popen([sys.executable, "-m", "empo_api.cli", "train", str(finished_tiny_run.spec),
+        proc = subprocess.Popen([sys.executable, "-m", "empo_cli", "train", str(finished_tiny_run.spec),
                                  "--output", str(out), "--steps", str(FINISHED_STEPS), "--no-progress"], env=empo_env,
                                 cwd=REPO, stdout=f, stderr=subprocess.STDOUT, start_new_session=True)
 
@@ -254,7 +254,7 @@ def reporting_run(tmp_path_factory, empo_env, kube_emulator) -> ReportingRun:
     env = empo_env | {"EMPO_METRICS_PORT": str(port), "EMPO_METRICS_ADDR": "127.0.0.1",
                       "EMPO_RUN_NAME": "tiny-smoke", "EMPO_RUN_NAMESPACE": REPORTING_NAMESPACE,
                       "EMPO_API_URL": kube_emulator.url, "EMPO_PROGRESS_INTERVAL": "0"}
-    proc = subprocess.Popen([sys.executable, "-m", "empo_api.cli", "train", str(folder / "run.yaml"), "--output",
+    proc = subprocess.Popen([sys.executable, "-m", "empo_cli", "train", str(folder / "run.yaml"), "--output",
                              str(folder / "out"), "--steps", str(REPORTING_STEPS), "--no-progress"], env=env, cwd=REPO,
                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     labels = (("namespace", REPORTING_NAMESPACE), ("run", "tiny-smoke"))

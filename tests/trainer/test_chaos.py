@@ -46,7 +46,7 @@ def _actor_pid(driver_pid: int, actor: str) -> int | None:
 
 
 def _train(spec: Path, env) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, "-m", "empo_api.cli", "train", str(spec), "--steps", str(STEPS),
+    return subprocess.Popen([sys.executable, "-m", "empo_cli", "train", str(spec), "--steps", str(STEPS),
                              "--no-progress"], env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, start_new_session=True)
 

@@ -29,7 +29,7 @@ def tiny_spec(folder: Path, bucket: str, endpoint: str, name: str, checkpoint_ev
 
 def start_train(spec: Path, steps: int, env: dict[str, str], **popen) -> subprocess.Popen:
     """`empo train SPEC --steps N --no-progress`, stdout and stderr captured as text."""
-    return subprocess.Popen([sys.executable, "-m", "empo_api.cli", "train", str(spec), "--steps", str(steps),
+    return subprocess.Popen([sys.executable, "-m", "empo_cli", "train", str(spec), "--steps", str(steps),
                              "--no-progress"], env=env, cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             text=True, **popen)
 

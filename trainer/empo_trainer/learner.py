@@ -16,11 +16,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from empo_api.errors import SpecError
 from empo_api.models import EmpoRunSpec
-
-
-class SpecError(ValueError):
-    """The spec cannot run as written; the message names the fields and what would work."""
 
 
 @dataclass(frozen=True)

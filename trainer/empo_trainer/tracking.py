@@ -18,9 +18,9 @@ import os
 from pathlib import Path
 from typing import Any
 
+from empo_api.errors import SpecError
 from empo_api.models import EmpoRunSpec
 
-from .learner import SpecError
 
 RUN_TAG = "empo.run"
 TENSORBOARD_PREFIX = "tensorboard/"

@@ -11,6 +11,7 @@ from pathlib import Path
 from pydantic import ValidationError
 
 from empo_api.cli_errors import positive_int
+from empo_api.errors import SpecError
 from empo_api.models import EmpoRun
 from empo_api.validate import ManifestYamlError, load_documents, model_errors
 
@@ -62,7 +63,6 @@ def terminate_like_interrupt() -> None:
 def run(args: argparse.Namespace) -> int:
     from . import driver, preemption
     from .data import DatasetError
-    from .learner import SpecError
     from .model_source import ModelSourceError
     from .storage import StorageError
 

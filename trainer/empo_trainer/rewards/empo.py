@@ -1,4 +1,5 @@
-"""EMPO's reward for one group of G answers to the same prompt (EMPO.md, "Objective").
+"""EMPO's reward for one group of G answers to the same prompt (docs/algorithm.md, "From completions
+to a gradient": reward).
 
 Pure functions: answers and their cluster ids in, rewards and group statistics out.
 """
@@ -20,7 +21,8 @@ _EPS = 1e-9  # H / ln G of an all-distinct group must read as exactly 1, not 0.9
 
 @dataclass(frozen=True)
 class GroupFilter:
-    """Keep a group if low <= H / ln G < high and max_j p_j >= min_majority (EMPO.md step 5)."""
+    """Keep a group if low <= H / ln G < high and max_j p_j >= min_majority (docs/algorithm.md, "From
+    completions to a gradient": group filter)."""
 
     low: float = 0.0
     high: float = 1.0

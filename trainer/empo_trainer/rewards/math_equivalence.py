@@ -1,6 +1,6 @@
 """Math answer equivalence, high recall and fast.
 
-Order of checks for two answers (EMPO.md, "Math equivalence"):
+Order of checks for two answers (docs/algorithm.md, "Math equivalence"):
 1. canonical strings equal (spaces, \\left/\\right, \\dfrac, \\frac12, "x = 3", units, ...);
    plain numbers canonicalise to a reduced fraction, so 0.5, 1/2 and \\dfrac12 are one string;
    mixed numbers (1\\frac{4}{5}, 1 4/5) too, read before spaces go; a percent keeps its sign and

@@ -2,7 +2,7 @@
 
 The operator, the trainer and the CRD generator all import these models; they need only pydantic.
 Field names are camelCase on the wire (as Kubernetes users write them) and snake_case in Python.
-Defaults reproduce the EMPO paper's math setup (paper-era TRL, see EMPO.md).
+Defaults reproduce the EMPO paper's math setup (paper-era TRL, see docs/algorithm.md).
 """
 
 from __future__ import annotations
