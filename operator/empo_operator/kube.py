@@ -12,10 +12,11 @@ resourceVersion.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import json
 import logging
-from typing import Any
+from typing import Any, Callable
 
 from kubernetes import client, config
 from kubernetes.client.exceptions import ApiException
@@ -38,6 +39,12 @@ REQUEST_TIMEOUT = (5, 30)  # connect, read (seconds)
 RETRY = Retry(total=6, connect=6, read=2, status=6, backoff_factor=0.5, backoff_max=15,
               status_forcelist=(429, 500, 502, 503, 504), allowed_methods=None, raise_on_status=False,
               respect_retry_after_header=True)
+
+
+async def in_thread(fn: Callable[..., Any], *args: Any) -> Any:
+    """Call the blocking client from a coroutine. asyncio.to_thread uses the loop's default
+    executor, sized at startup (handlers.configure)."""
+    return await asyncio.to_thread(fn, *args)
 
 
 def load_config() -> client.ApiClient:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dataclasses
 import json
 from typing import Any, Mapping
 
@@ -11,7 +10,8 @@ from pydantic import ValidationError
 from empo_api.models import MUTABLE_SPEC_FIELDS, EmpoRun
 from empo_api.validate import model_errors
 
-from .builders import CONFIG_KEY, LABEL_ATTEMPT, DefaultsError, SpecError, effective_spec, immutable_changes
+from .builders import CONFIG_KEY, LABEL_ATTEMPT
+from .defaults import DefaultsError, SpecError, defaulted
 from .settings import Settings
 from .status import FAILED, Problem
 
@@ -49,12 +49,13 @@ def parse_run(body: Mapping[str, Any]) -> EmpoRun | None:
         return None
 
 
-def validate_run(body: Mapping[str, Any], settings: Settings) -> tuple[EmpoRun | None, Problem | None]:
-    """The run, or the problem that names every bad field."""
+def validate_run(body: Mapping[str, Any], settings: Settings,
+                 accepted: dict[str, Any] | None = None) -> tuple[EmpoRun | None, Problem | None]:
+    """The run with its effective spec, the operator's defaults applied once (defaults.defaulted):
+    what every builder takes. Or the problem that names every bad field; for a run accepted before
+    (`accepted`, its record), the problem when the spec changes a field immutable on a live run."""
     try:
-        run = EmpoRun.model_validate(manifest_of(body))
-        effective_spec(run.spec, settings)
-        return run, None
+        run = defaulted(EmpoRun.model_validate(manifest_of(body)), settings, accepted)
     except ValidationError as exc:
         errors = "; ".join(str(e) for e in model_errors(exc))
         return None, Problem(INVALID_SPEC, f"the spec is invalid: {errors}")
@@ -62,6 +63,7 @@ def validate_run(body: Mapping[str, Any], settings: Settings) -> tuple[EmpoRun |
         return None, Problem(OPERATOR_DEFAULTS, str(exc), permanent=False)
     except SpecError as exc:
         return None, Problem(INVALID_SPEC, str(exc))
+    return run, refused_change(run, accepted)
 
 
 def accepted_spec(configmap: Mapping[str, Any] | None) -> dict[str, Any] | None:
@@ -74,28 +76,33 @@ def accepted_spec(configmap: Mapping[str, Any] | None) -> dict[str, Any] | None:
         return None
 
 
-def pinned(settings: Settings, accepted: dict[str, Any] | None) -> Settings:
-    """The operator defaults a run was accepted with (kept in its ConfigMap), in place of today's.
-
-    After `helm upgrade` changes the trainer image or the default storage, a live run keeps what it
-    started with: the next attempt does not change silently, and comparing the new spec with the
-    accepted one shows only what the user changed.
-    """
-    if not accepted:
-        return settings
-    storage = accepted.get("storage") or {}
-    return dataclasses.replace(settings,
-                               trainer_image=(accepted.get("ray") or {}).get("image") or settings.trainer_image,
-                               default_storage_uri=storage.get("uri") or settings.default_storage_uri,
-                               s3_endpoint=storage.get("endpoint") or settings.s3_endpoint)
+def _flatten(node: Any, prefix: str = "") -> dict[str, Any]:
+    if isinstance(node, dict) and node:
+        out: dict[str, Any] = {}
+        for k, v in node.items():
+            out.update(_flatten(v, f"{prefix}.{k}" if prefix else k))
+        return out
+    return {prefix: node}
 
 
-def refused_change(run: EmpoRun, accepted: dict[str, Any] | None, settings: Settings) -> Problem | None:
-    """A Problem when the new spec changes a field that is immutable on a live run; operator
-    defaults are taken from the accepted spec (see `pinned`), so only the user's changes count."""
+def _is_mutable(path: str) -> bool:
+    return any(path == f or path.startswith(f + ".") for f in MUTABLE_SPEC_FIELDS)
+
+
+def immutable_changes(accepted: dict[str, Any], new: dict[str, Any]) -> list[str]:
+    """Spec fields (spec.<path>) that differ between two wire-form specs and may not change."""
+    old_flat, new_flat = _flatten(accepted), _flatten(new)
+    changed = sorted(p for p in old_flat.keys() | new_flat.keys()
+                     if old_flat.get(p) != new_flat.get(p) and not _is_mutable(p))
+    return [f"spec.{p}" for p in changed]
+
+
+def refused_change(run: EmpoRun, accepted: dict[str, Any] | None) -> Problem | None:
+    """A Problem when the defaulted run changes a field that is immutable on a live run. Its
+    defaults are the accepted spec's (validate_run), so only the user's changes count."""
     if accepted is None:
         return None
-    changed = immutable_changes(accepted, effective_spec(run.spec, pinned(settings, accepted)).to_wire())
+    changed = immutable_changes(accepted, run.spec.to_wire())
     if not changed:
         return None
     shown = ", ".join(changed[:5]) + (f" and {len(changed) - 5} more" if len(changed) > 5 else "")
@@ -136,7 +143,7 @@ RAY_AUTH_DROPPED = "RayAuthDropped"
 def ray_auth_dropped(stored: Mapping[str, Any] | None) -> str | None:
     """Why Ray token auth is off for a RayJob the API server stored, or None when it is on.
 
-    The operator always asks for it (builders.build_rayjob); a KubeRay whose RayJob CRD predates
+    The operator always asks for it (rayjob.build_rayjob); a KubeRay whose RayJob CRD predates
     `authOptions` (before 1.5.1) makes the API server prune the field without a word, and the run's
     dashboard and GCS then take anyone's jobs."""
     cluster = ((stored or {}).get("spec") or {}).get("rayClusterSpec") or {}

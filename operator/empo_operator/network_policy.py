@@ -10,7 +10,7 @@ Ray does not authenticate (NCCL, gloo, the object manager). Pods are selected by
 Ingress to the run's pods is allowed from:
 - the run's own pods (Ray's internal traffic, torch.distributed/NCCL between learners); KubeRay's
   submitter pods (K8sJobMode: `ray job submit` to the head's dashboard port) carry the run's labels
-  (builders._submitter_template), so every attempt's submitter is one of them;
+  (rayjob._submitter_template), so every attempt's submitter is one of them;
 - the KubeRay operator's pods in KubeRay's own namespace (selected by the namespace's
   kubernetes.io/metadata.name label, which the API server sets and no tenant can forge), on the
   dashboard port only: it polls the job's status there;
@@ -40,9 +40,9 @@ import ipaddress
 from typing import Any
 from urllib.parse import urlsplit
 
-from empo_api.models import EmpoRun, EmpoRunSpec, WandbMode
+from empo_api.models import EmpoRun, WandbMode
 
-from .builders import DASHBOARD_PORT, LABEL_RUN, NAME_MAX, TRAINING_METRICS_PORT, effective_spec, fit_name, labels
+from .builders import DASHBOARD_PORT, LABEL_RUN, NAME_MAX, TRAINING_METRICS_PORT, fit_name, labels
 from .settings import Settings
 
 KUBERAY_OPERATOR_LABELS = {"app.kubernetes.io/name": "kuberay-operator"}  # the KubeRay chart's pod labels
@@ -78,7 +78,8 @@ def _from_hub(source: str) -> bool:
     return source.startswith("hf://") or ("://" not in source and not source.startswith(("bundled:", "/", ".")))
 
 
-def _egress(run: EmpoRun, spec: EmpoRunSpec, settings: Settings) -> list[dict[str, Any]]:
+def _egress(run: EmpoRun, settings: Settings) -> list[dict[str, Any]]:
+    spec = run.spec
     own = {"podSelector": {"matchLabels": {LABEL_RUN: run.name}}}
     rules: list[dict[str, Any]] = [
         {"to": [own]},
@@ -109,8 +110,8 @@ def _egress(run: EmpoRun, spec: EmpoRunSpec, settings: Settings) -> list[dict[st
 
 
 def build_network_policy(run: EmpoRun, settings: Settings) -> dict[str, Any]:
-    """The run's NetworkPolicy; the same for every attempt (pods are selected by the run's label)."""
-    spec = effective_spec(run.spec, settings)
+    """The run's NetworkPolicy; the same for every attempt (pods are selected by the run's label).
+    `run` carries its effective spec (defaults.defaulted): the S3 endpoint is the one it was accepted with."""
     own = {"podSelector": {"matchLabels": {LABEL_RUN: run.name}}}
     kuberay = {"namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: settings.kuberay_namespace}},
                "podSelector": {"matchLabels": dict(KUBERAY_OPERATOR_LABELS)}}
@@ -125,7 +126,7 @@ def build_network_policy(run: EmpoRun, settings: Settings) -> dict[str, Any]:
         ],
     }
     if settings.restrict_egress:
-        policy_spec["egress"] = _egress(run, spec, settings)
+        policy_spec["egress"] = _egress(run, settings)
     return {
         "apiVersion": "networking.k8s.io/v1",
         "kind": "NetworkPolicy",

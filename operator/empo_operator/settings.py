@@ -68,7 +68,7 @@ class Settings:
     api_server_ports: tuple[int, ...] = (443, 6443)
     api_server_cidrs: tuple[str, ...] = ()
     extra_egress: tuple[dict, ...] = ()
-    # The volume source of the Ray pods' cache (builders.CACHE_MOUNT); {}: an emptyDir on the node's
+    # The volume source of the Ray pods' cache (rayjob.CACHE_MOUNT); {}: an emptyDir on the node's
     # disk, which the pods' ephemeral-storage request then covers.
     run_cache_volume: dict = field(default_factory=dict)
 

@@ -110,7 +110,7 @@ def models_hold(new: dict[str, Any], old: dict[str, Any] | None) -> tuple[bool, 
     except ValidationError as exc:
         return False, str(exc)
     if old is not None:
-        from empo_operator.builders import immutable_changes
+        from empo_operator.lifecycle import immutable_changes
 
         changed = immutable_changes(EmpoRunSpec.model_validate(old).to_wire(), spec.to_wire())
         return not changed, ", ".join(changed)

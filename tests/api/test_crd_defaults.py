@@ -11,8 +11,10 @@ import pytest
 import yaml
 
 from empo_api.crd import build_crd
+from empo_api.errors import SpecError
 from empo_api.models import EmpoRun
-from empo_operator import builders
+from empo_operator.defaults import defaulted as operator_defaulted
+from empo_operator.rayjob import build_rayjob
 from empo_operator.settings import Settings
 
 SETTINGS = Settings(trainer_image="registry.example/empo-trainer:1", default_storage_uri="s3://runs-bucket/empo")
@@ -50,7 +52,8 @@ def test_server_defaults_build_the_same_rayjob(repo):
         as_written = EmpoRun.model_validate(manifest)
         as_stored = EmpoRun.model_validate(defaulted(manifest))
         assert as_stored.spec.to_wire() == as_written.spec.to_wire()
-        assert builders.build_rayjob(as_stored, SETTINGS) == builders.build_rayjob(as_written, SETTINGS)
+        assert build_rayjob(operator_defaulted(as_stored, SETTINGS), SETTINGS) == \
+            build_rayjob(operator_defaulted(as_written, SETTINGS), SETTINGS)
 
 
 def test_worker_pods_get_the_models_size():
@@ -64,7 +67,7 @@ def test_storage_uri_is_left_to_the_operator():
     spec = defaulted(MINIMAL)["spec"]
     assert "uri" not in spec["storage"]
     run = EmpoRun.model_validate(defaulted(MINIMAL))
-    assert builders.effective_spec(run.spec, SETTINGS).storage.uri == "s3://runs-bucket/empo"
+    assert operator_defaulted(run, SETTINGS).spec.storage.uri == "s3://runs-bucket/empo"
 
 
 @pytest.mark.parametrize("uri, settings, message", [
@@ -77,5 +80,5 @@ def test_pod_local_storage_is_refused(uri, settings, message):
     if uri:
         manifest["spec"]["storage"] = {"uri": uri}
     run = EmpoRun.model_validate(defaulted(manifest))
-    with pytest.raises(builders.SpecError, match=message):
-        builders.effective_spec(run.spec, settings)
+    with pytest.raises(SpecError, match=message):
+        operator_defaulted(run, settings)

@@ -10,7 +10,8 @@ from prometheus_client import REGISTRY, generate_latest
 from prometheus_client.parser import text_string_to_metric_families
 
 from empo_api.models import EmpoRun
-from empo_operator import builders
+from empo_operator.defaults import defaulted
+from empo_operator.rayjob import build_rayjob
 from empo_operator.settings import from_env as settings_from_env
 from empo_trainer import metrics_exporter
 
@@ -26,7 +27,7 @@ RUN = {"apiVersion": "empo.dev/v1alpha1", "kind": "EmpoRun", "metadata": {"name"
 
 def _rayjob() -> dict:
     settings = settings_from_env({"EMPO_TRAINER_IMAGE": "ghcr.io/empo/trainer:0.1.0"})
-    return builders.build_rayjob(EmpoRun.model_validate(RUN), settings)
+    return build_rayjob(defaulted(EmpoRun.model_validate(RUN), settings), settings)
 
 
 def _exported_names() -> set[str]:

@@ -15,6 +15,9 @@ import pytest
 
 from empo_api.models import EmpoRun
 from empo_operator import builders
+from empo_operator import builders
+from empo_operator.defaults import defaulted
+from empo_operator.rayjob import build_rayjob
 from empo_operator.settings import Settings
 from tests.waiting import wait_for
 
@@ -42,8 +45,8 @@ def test_the_servers_defaults_build_the_same_rayjob(control_plane, cluster_names
     written = {**MINIMAL, "metadata": {**stored["metadata"]}}
     settings = Settings(trainer_image="registry.example/empo-trainer:1", default_storage_uri=DEFAULT_STORAGE)
     manifest = {k: stored[k] for k in ("apiVersion", "kind", "spec")} | {"metadata": written["metadata"]}
-    assert builders.build_rayjob(EmpoRun.model_validate(manifest), settings) == \
-        builders.build_rayjob(EmpoRun.model_validate(written), settings)
+    assert build_rayjob(defaulted(EmpoRun.model_validate(manifest), settings), settings) == \
+        build_rayjob(defaulted(EmpoRun.model_validate(written), settings), settings)
 
 
 def test_an_immutable_change_is_refused_by_the_server(control_plane, cluster_namespace, empo_release):

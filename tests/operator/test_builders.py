@@ -9,9 +9,13 @@ import kubernetes_validate
 import pytest
 
 from empo_api import schema_check
+from empo_api.errors import SpecError
 from empo_api.models import EmpoRun
 from empo_operator import builders
 from empo_operator.children import build_children
+from empo_operator.defaults import defaulted
+from empo_operator.lifecycle import immutable_changes
+from empo_operator.rayjob import CACHE_MOUNT, CACHE_VOLUME, build_rayjob, check_identities, pod_templates
 from empo_operator.settings import Settings
 
 SETTINGS = Settings(trainer_image="registry.example/empo-trainer:1", default_storage_uri="s3://runs-bucket/empo",
@@ -38,7 +42,7 @@ def test_every_child_is_valid(math_s3, tiny, rayjob_schema):
     for manifest in (math_s3, tiny):
         run = EmpoRun.model_validate(manifest)
         for attempt in (0, 2):
-            children = build_children(run, SETTINGS, attempt)
+            children = build_children(defaulted(run, SETTINGS), SETTINGS, attempt)
             assert [c["kind"] for c in children] == ["ConfigMap", "ServiceAccount", "Role", "RoleBinding",
                                                      "NetworkPolicy", "RayJob"]
             for child in children[:-1]:
@@ -49,14 +53,14 @@ def test_every_child_is_valid(math_s3, tiny, rayjob_schema):
 
 def test_schema_check_would_catch_a_typo(math_s3, rayjob_schema):
     """Guards the test above against passing vacuously: an unknown RayJob field is reported."""
-    rayjob = builders.build_rayjob(EmpoRun.model_validate(math_s3), SETTINGS)
+    rayjob = build_rayjob(defaulted(EmpoRun.model_validate(math_s3), SETTINGS), SETTINGS)
     rayjob["spec"]["shutdownAfterJobFinish"] = True
     assert [e.path for e in schema_check.check(rayjob, rayjob_schema)] == ["spec.shutdownAfterJobFinish"]
 
 
 def test_rayjob_of_the_8_gpu_example(math_s3):
     run = EmpoRun.model_validate(math_s3)
-    rj = builders.build_rayjob(run, SETTINGS)
+    rj = build_rayjob(defaulted(run, SETTINGS), SETTINGS)
     spec = rj["spec"]
     assert rj["metadata"]["name"] == "qwen-math-7b-empo-00000-0"  # 00000: no uid outside a cluster
     assert rj["metadata"]["labels"][builders.KUEUE_QUEUE_LABEL] == "gpu-research"
@@ -97,7 +101,7 @@ def test_rayjob_of_the_8_gpu_example(math_s3):
 
 
 def test_cpu_run_has_no_sampler_group_and_no_gpus(tiny):
-    rj = builders.build_rayjob(EmpoRun.model_validate(tiny), SETTINGS)
+    rj = build_rayjob(defaulted(EmpoRun.model_validate(tiny), SETTINGS), SETTINGS)
     groups = rj["spec"]["rayClusterSpec"]["workerGroupSpecs"]
     assert [g["groupName"] for g in groups] == ["learner"]
     (c,) = groups[0]["template"]["spec"]["containers"]
@@ -112,16 +116,16 @@ def test_kueue_priority_class_label_reaches_the_rayjob_only(math_s3):
     """Kueue 0.17 reads a WorkloadPriorityClass from the job's label (tests/cluster/test_kueue.py)."""
     run = copy.deepcopy(math_s3)  # the fixture is the session's
     run["metadata"]["labels"] = {builders.KUEUE_PRIORITY_LABEL: "research-high"}
-    children = build_children(EmpoRun.model_validate(run), SETTINGS, 0)
+    children = build_children(defaulted(EmpoRun.model_validate(run), SETTINGS), SETTINGS, 0)
     rj = children[-1]
     assert rj["metadata"]["labels"][builders.KUEUE_PRIORITY_LABEL] == "research-high"
     assert all(builders.KUEUE_PRIORITY_LABEL not in c["metadata"]["labels"] for c in children[:-1])
-    for _, template in builders.pod_templates(rj):
+    for _, template in pod_templates(rj):
         assert builders.KUEUE_PRIORITY_LABEL not in template["metadata"]["labels"]
 
 
 def test_settings_fill_only_what_the_spec_leaves_unset(math_s3, tiny):
-    cm = builders.build_configmap(EmpoRun.model_validate(tiny), SETTINGS)
+    cm = builders.build_configmap(defaulted(EmpoRun.model_validate(tiny), SETTINGS))
     loaded = json.loads(cm["data"]["spec.json"])
     assert loaded["metadata"] == {"name": "tiny-smoke", "namespace": "default"}
     assert loaded["spec"]["storage"]["uri"] == "s3://empo-runs/tests"  # set by the user: kept
@@ -130,7 +134,8 @@ def test_settings_fill_only_what_the_spec_leaves_unset(math_s3, tiny):
     EmpoRun.model_validate(loaded)  # the trainer loads it like a manifest file
     unset = copy.deepcopy(math_s3)
     del unset["spec"]["storage"]["uri"]
-    spec = json.loads(builders.build_configmap(EmpoRun.model_validate(unset), SETTINGS)["data"]["spec.json"])["spec"]
+    cm = builders.build_configmap(defaulted(EmpoRun.model_validate(unset), SETTINGS))
+    spec = json.loads(cm["data"]["spec.json"])["spec"]
     assert spec["storage"]["uri"] == "s3://runs-bucket/empo"
     assert spec["storage"]["endpoint"] == "http://seaweed.storage:8333"
 
@@ -169,7 +174,8 @@ def test_attempt_names_never_collide_with_other_runs():
 def test_role_exists_before_its_binding():
     """Real RBAC lets the operator bind a Role only once it exists (escalation check)."""
     run = EmpoRun.model_validate({**SMALL, "metadata": {"name": "r", "namespace": "ns", "uid": UID}})
-    waves = [[c["kind"] for c in w] for w in builders.creation_waves(build_children(run, SETTINGS))]
+    children = build_children(defaulted(run, SETTINGS), SETTINGS)
+    waves = [[c["kind"] for c in w] for w in builders.creation_waves(children)]
     position = {kind: i for i, wave in enumerate(waves) for kind in wave}
     assert position["Role"] < position["RoleBinding"] < position["RayJob"]
     assert position["ConfigMap"] < position["RayJob"] and position["ServiceAccount"] < position["RayJob"]
@@ -178,8 +184,8 @@ def test_role_exists_before_its_binding():
 def test_immutable_changes():
     old = {"model": {"source": "a"}, "suspend": False, "eval": {"every": 0}, "storage": {"uri": "s3://b/p", "keepLast": 3}}
     new = {"model": {"source": "b"}, "suspend": True, "eval": {"every": 10}, "storage": {"uri": "s3://b/q", "keepLast": 5}}
-    assert builders.immutable_changes(old, new) == ["spec.model.source", "spec.storage.uri"]
-    assert builders.immutable_changes(old, {**old, "suspend": True, "maxRestarts": 1}) == []
+    assert immutable_changes(old, new) == ["spec.model.source", "spec.storage.uri"]
+    assert immutable_changes(old, {**old, "suspend": True, "maxRestarts": 1}) == []
 
 
 def test_what_platform_teams_set_reaches_every_pod(rayjob_schema):
@@ -191,7 +197,7 @@ def test_what_platform_teams_set_reaches_every_pod(rayjob_schema):
            "envFrom": [{"secretRef": {"name": "team-secrets"}}]}
     run = EmpoRun.model_validate({**SMALL, "metadata": {"name": "r", "namespace": "ns", "uid": UID},
                                   "spec": {**SMALL["spec"], "ray": ray}})
-    rj = builders.build_rayjob(run, SETTINGS)
+    rj = build_rayjob(defaulted(run, SETTINGS), SETTINGS)
     assert schema_check.check(rj, rayjob_schema) == []
     rc = rj["spec"]["rayClusterSpec"]
     pods = [rc["headGroupSpec"]["template"]["spec"]] + [g["template"]["spec"] for g in rc["workerGroupSpecs"]]
@@ -212,12 +218,12 @@ def test_what_platform_teams_set_reaches_every_pod(rayjob_schema):
 
 def test_every_pod_runs_as_the_runs_own_serviceaccount_and_no_other(tiny):
     run = EmpoRun.model_validate({**tiny, "metadata": {"name": "r", "namespace": "ns", "uid": UID}})
-    rj = builders.build_rayjob(run, SETTINGS)
-    where = [w for w, _ in builders.pod_templates(rj)]
+    rj = build_rayjob(defaulted(run, SETTINGS), SETTINGS)
+    where = [w for w, _ in pod_templates(rj)]
     assert where[0].endswith("headGroupSpec.template") and where[-1] == "submitterPodTemplate" and len(where) >= 3
-    assert {t["spec"]["serviceAccountName"] for _, t in builders.pod_templates(rj)} == {"r-trainer"}
+    assert {t["spec"]["serviceAccountName"] for _, t in pod_templates(rj)} == {"r-trainer"}
     # Only the driver (head) holds the token it needs to report progress.
-    assert [w for w, t in builders.pod_templates(rj) if t["spec"].get("automountServiceAccountToken") is not False] \
+    assert [w for w, t in pod_templates(rj) if t["spec"].get("automountServiceAccountToken") is not False] \
         == [where[0]]
     for hijack in ("kube-system-admin", None):
         bad = copy.deepcopy(rj)
@@ -226,8 +232,8 @@ def test_every_pod_runs_as_the_runs_own_serviceaccount_and_no_other(tiny):
             tpl["serviceAccountName"] = hijack
         else:
             del tpl["serviceAccountName"]
-        with pytest.raises(builders.SpecError, match="may only run as 'r-trainer'"):
-            builders.check_identities(bad, "r")
+        with pytest.raises(SpecError, match="may only run as 'r-trainer'"):
+            check_identities(bad, "r")
 
 
 @pytest.mark.parametrize("env_var, message", [
@@ -242,14 +248,14 @@ def test_extra_env_is_checked(env_var, message):
 
 def test_every_pod_passes_the_restricted_standard_unless_the_platform_says_otherwise(tiny):
     run = EmpoRun.model_validate({**tiny, "metadata": {"name": "r", "namespace": "ns", "uid": UID}})
-    for where, template in builders.pod_templates(builders.build_rayjob(run, SETTINGS)):
+    for where, template in pod_templates(build_rayjob(defaulted(run, SETTINGS), SETTINGS)):
         pod = template["spec"]
         assert pod["securityContext"] == {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}, where
         for c in pod["containers"]:
             assert c["securityContext"] == {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}, where
     root = dataclasses.replace(SETTINGS, run_pod_security_context={},
                                run_security_context={"capabilities": {"add": ["IPC_LOCK"]}})
-    for where, template in builders.pod_templates(builders.build_rayjob(run, root)):
+    for where, template in pod_templates(build_rayjob(defaulted(run, root), root)):
         assert "securityContext" not in template["spec"], where
         assert template["spec"]["containers"][0]["securityContext"] == {"capabilities": {"add": ["IPC_LOCK"]}}
 
@@ -258,8 +264,8 @@ def test_every_ray_pod_checkpoints_when_told_to_stop_within_a_grace_sized_from_t
     """KubeRay's PID 1 (bash) passes no SIGTERM on: each Ray container's preStop hook tells the
     trainer (`empo_trainer preempt`), within a grace period that grows with the checkpoint."""
     def graces(manifest):
-        rj = builders.build_rayjob(EmpoRun.model_validate({**manifest, "metadata": {"name": "r", "namespace": "ns"}}),
-                                   SETTINGS)
+        run = EmpoRun.model_validate({**manifest, "metadata": {"name": "r", "namespace": "ns"}})
+        rj = build_rayjob(defaulted(run, SETTINGS), SETTINGS)
         rc = rj["spec"]["rayClusterSpec"]
         pods = [rc["headGroupSpec"]["template"]["spec"]] + [g["template"]["spec"] for g in rc["workerGroupSpecs"]]
         for pod in pods:
@@ -286,8 +292,8 @@ def test_ray_pods_cache_the_model_on_a_volume_with_the_disk_they_need():
     """The model, checkpoints and Hugging Face cache go to one volume per pod, not the container
     layer; on the node's disk each pod requests what its role fills (a learner: two checkpoints)."""
     def pods(manifest, settings=SETTINGS):
-        rj = builders.build_rayjob(EmpoRun.model_validate({**manifest, "metadata": {"name": "r", "namespace": "ns"}}),
-                                   settings)
+        run = EmpoRun.model_validate({**manifest, "metadata": {"name": "r", "namespace": "ns"}})
+        rj = build_rayjob(defaulted(run, settings), settings)
         rc = rj["spec"]["rayClusterSpec"]
         out = {"head": rc["headGroupSpec"]["template"]["spec"]}
         out.update({g["groupName"]: g["template"]["spec"] for g in rc["workerGroupSpecs"]})
@@ -303,10 +309,10 @@ def test_ray_pods_cache_the_model_on_a_volume_with_the_disk_they_need():
     by_role = pods(seven_b)
     for role, pod in by_role.items():
         (c,) = pod["containers"]
-        (volume,) = [v for v in pod["volumes"] if v["name"] == builders.CACHE_VOLUME]
-        assert volume == {"name": builders.CACHE_VOLUME, "emptyDir": {}}
-        assert {"name": builders.CACHE_VOLUME, "mountPath": builders.CACHE_MOUNT} in c["volumeMounts"]
-        assert env(c)["EMPO_CACHE_DIR"] == builders.CACHE_MOUNT and env(c)["HF_HOME"].startswith(builders.CACHE_MOUNT)
+        (volume,) = [v for v in pod["volumes"] if v["name"] == CACHE_VOLUME]
+        assert volume == {"name": CACHE_VOLUME, "emptyDir": {}}
+        assert {"name": CACHE_VOLUME, "mountPath": CACHE_MOUNT} in c["volumeMounts"]
+        assert env(c)["EMPO_CACHE_DIR"] == CACHE_MOUNT and env(c)["HF_HOME"].startswith(CACHE_MOUNT)
     gib = {role: int(disk(pod)[0].removesuffix("Gi")) for role, pod in by_role.items()}
     # 7.6B parameters: bf16 weights 14 GiB everywhere, plus 2 x 85 GiB of checkpoints on the learner
     assert 14 < gib["head"] == gib["sampler"] < 20 and gib["learner"] > 170, gib
@@ -314,7 +320,7 @@ def test_ray_pods_cache_the_model_on_a_volume_with_the_disk_they_need():
 
     pvc = dataclasses.replace(SETTINGS, run_cache_volume={"persistentVolumeClaim": {"claimName": "models"}})
     for pod in pods(seven_b, pvc).values():
-        assert {"name": builders.CACHE_VOLUME, "persistentVolumeClaim": {"claimName": "models"}} in pod["volumes"]
+        assert {"name": CACHE_VOLUME, "persistentVolumeClaim": {"claimName": "models"}} in pod["volumes"]
         assert disk(pod) == ("2Gi", None)  # only the logs on the node
     seven_b["spec"]["ray"] = {"head": {"ephemeralStorage": "50Gi"}}
     assert disk(pods(seven_b)["head"]) == ("50Gi", "50Gi")

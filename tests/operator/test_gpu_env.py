@@ -3,7 +3,8 @@
 import yaml
 
 from empo_api.models import EmpoRun
-from empo_operator import builders
+from empo_operator.defaults import defaulted
+from empo_operator.rayjob import build_rayjob
 from empo_operator.settings import Settings
 
 SETTINGS = Settings(trainer_image="registry.example/empo-trainer:1")
@@ -12,7 +13,7 @@ SETTINGS = Settings(trainer_image="registry.example/empo-trainer:1")
 def groups(repo, **ray):
     doc = yaml.safe_load((repo / "examples" / "math-s3.yaml").read_text())
     doc["spec"]["ray"].update(ray)
-    rayjob = builders.build_rayjob(EmpoRun.model_validate(doc), SETTINGS)
+    rayjob = build_rayjob(defaulted(EmpoRun.model_validate(doc), SETTINGS), SETTINGS)
     out = {}
     for g in rayjob["spec"]["rayClusterSpec"]["workerGroupSpecs"]:
         (c,) = g["template"]["spec"]["containers"]
@@ -45,7 +46,7 @@ def test_an_8_gpu_pod_holds_8_bundles(repo):
     doc["spec"]["learner"].update(replicas=1, gpusPerReplica=8)
     doc["spec"]["algorithm"]["gradientAccumulation"] = 14
     run = EmpoRun.model_validate(doc)
-    rayjob = builders.build_rayjob(run, SETTINGS)
+    rayjob = build_rayjob(defaulted(run, SETTINGS), SETTINGS)
     plan = plan_placement(run.spec)
     for g in rayjob["spec"]["rayClusterSpec"]["workerGroupSpecs"]:
         (word,) = shlex.split(g["rayStartParams"]["resources"])

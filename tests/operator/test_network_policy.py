@@ -9,6 +9,8 @@ import kubernetes_validate
 from empo_api.models import EmpoRun
 from empo_operator import builders
 from empo_operator.children import build_children
+from empo_operator.defaults import defaulted
+from empo_operator.rayjob import build_rayjob
 from empo_operator.network_policy import DASHBOARD_PORT, build_network_policy
 from empo_operator.settings import Settings
 
@@ -23,10 +25,10 @@ def _run(math_s3, **spec):
 
 def test_policy_is_valid_and_selects_the_runs_pods(math_s3):
     run = _run(math_s3, maxRestarts=2)
-    policy = build_network_policy(run, SETTINGS)
+    policy = build_network_policy(defaulted(run, SETTINGS), SETTINGS)
     kubernetes_validate.validate(policy, "1.32", strict=True)
     assert policy["metadata"]["namespace"] == "ml"
-    rayjob = builders.build_rayjob(run, SETTINGS, attempt=1)
+    rayjob = build_rayjob(defaulted(run, SETTINGS), SETTINGS, attempt=1)
     cluster = rayjob["spec"]["rayClusterSpec"]
     # Every Ray pod and the submitter of every attempt are covered, and only pods of this run.
     pods = [cluster["headGroupSpec"]["template"], rayjob["spec"]["submitterPodTemplate"]] + [
@@ -39,11 +41,12 @@ def test_policy_is_valid_and_selects_the_runs_pods(math_s3):
 
 def test_only_the_run_and_kuberay_get_in_whatever_maxrestarts(math_s3):
     run = _run(math_s3, maxRestarts=6)
-    rules = build_network_policy(run, SETTINGS)["spec"]["ingress"]
+    rules = build_network_policy(defaulted(run, SETTINGS), SETTINGS)["spec"]["ingress"]
     assert policy_types(run) == ["Ingress", "Egress"]
     own, kuberay, metrics = rules
     assert own == {"from": [{"podSelector": {"matchLabels": {builders.LABEL_RUN: "qwen-run"}}}]}
-    assert build_network_policy(_run(math_s3, maxRestarts=0), SETTINGS) == build_network_policy(run, SETTINGS)
+    assert build_network_policy(defaulted(_run(math_s3, maxRestarts=0), SETTINGS), SETTINGS) == \
+        build_network_policy(defaulted(run, SETTINGS), SETTINGS)
     assert kuberay["ports"] == [{"protocol": "TCP", "port": DASHBOARD_PORT}]
     # KubeRay's pods in KubeRay's namespace only: a tenant can label a pod of its own namespace
     # kuberay-operator, but not rename its namespace (the API server sets that label).
@@ -55,13 +58,13 @@ def test_only_the_run_and_kuberay_get_in_whatever_maxrestarts(math_s3):
 
 def test_kuberay_elsewhere_and_the_api_servers_proxy_are_settings(math_s3):
     settings = replace(SETTINGS, kuberay_namespace="ray-system", dashboard_cidrs=("198.18.0.1/32",))
-    _, kuberay, _ = build_network_policy(_run(math_s3), settings)["spec"]["ingress"]
+    _, kuberay, _ = build_network_policy(defaulted(_run(math_s3), settings), settings)["spec"]["ingress"]
     assert kuberay["from"][0]["namespaceSelector"]["matchLabels"] == {"kubernetes.io/metadata.name": "ray-system"}
     assert kuberay["from"][1:] == [{"ipBlock": {"cidr": "198.18.0.1/32"}}]
 
 
 def egress(run, settings=SETTINGS):
-    return build_network_policy(run, settings)["spec"]["egress"]
+    return build_network_policy(defaulted(run, settings), settings)["spec"]["egress"]
 
 
 def ports(rule):
@@ -91,18 +94,19 @@ def test_egress_follows_what_the_spec_reads_and_reports_to(math_s3):
     assert {"ports": [{"protocol": "TCP", "port": 443}]} in aws
     extra = {"to": [{"ipBlock": {"cidr": "10.0.0.10/32"}}], "ports": [{"protocol": "TCP", "port": 3128}]}
     assert extra in egress(hub, replace(SETTINGS, extra_egress=(extra,)))
-    open_egress = build_network_policy(hub, replace(SETTINGS, restrict_egress=False))["spec"]
+    open_settings = replace(SETTINGS, restrict_egress=False)
+    open_egress = build_network_policy(defaulted(hub, open_settings), open_settings)["spec"]
     assert open_egress["policyTypes"] == ["Ingress"] and "egress" not in open_egress
-    kubernetes_validate.validate(build_network_policy(hub, SETTINGS), "1.32", strict=True)
+    kubernetes_validate.validate(build_network_policy(defaulted(hub, SETTINGS), SETTINGS), "1.32", strict=True)
 
 
 def policy_types(run):
-    return build_network_policy(run, SETTINGS)["spec"]["policyTypes"]
+    return build_network_policy(defaulted(run, SETTINGS), SETTINGS)["spec"]["policyTypes"]
 
 
 def test_the_operator_creates_it_and_ray_uses_token_auth(math_s3):
     run = _run(math_s3)
-    children = build_children(run, SETTINGS)
+    children = build_children(defaulted(run, SETTINGS), SETTINGS)
     kinds = [c["kind"] for c in children]
     assert kinds.index("NetworkPolicy") < kinds.index("RayJob")  # closed before any Ray pod starts
     rayjob = children[-1]
@@ -114,8 +118,8 @@ def test_the_policy_judged_connection_by_connection(math_s3):
     from tests.e2e.policy_check import Flow, allowed
 
     run = _run(math_s3, storage={"uri": "s3://runs-bucket/x", "endpoint": "http://198.18.0.1:8333"})
-    policy = build_network_policy(run, replace(SETTINGS, api_server_cidrs=("198.18.0.1/32",),
-                                              api_server_ports=(6443,)))
+    settings = replace(SETTINGS, api_server_cidrs=("198.18.0.1/32",), api_server_ports=(6443,))
+    policy = build_network_policy(defaulted(run, settings), settings)
     own = {"empo.dev/run": "qwen-run"}
     pods = {"10.0.0.2": {"name": "head", "namespace": "ml", "labels": own},
             "10.0.0.3": {"name": "learner", "namespace": "ml", "labels": own},

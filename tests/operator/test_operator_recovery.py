@@ -174,12 +174,13 @@ def test_an_upgraded_operator_keeps_a_live_attempt_named_the_old_way(operator, a
     """Earlier operators named attempt 0 `<run>`: after the upgrade it must not get a second cluster."""
     from empo_api.models import EmpoRun
     from empo_operator.children import build_children
+    from empo_operator.defaults import defaulted
     from empo_operator.settings import Settings
 
     run = api.create_run(run_manifest(tiny))  # no operator yet: we lay out what the old one left
     model = EmpoRun.model_validate({**run_manifest(tiny), "metadata": {"name": "smoke", "namespace": api.ns}})
-    children = build_children(model, Settings(trainer_image="registry.example/empo-trainer:test",
-                                                       default_storage_uri="s3://empo-runs/default"))
+    old = Settings(trainer_image="registry.example/empo-trainer:test", default_storage_uri="s3://empo-runs/default")
+    children = build_children(defaulted(model, old), old)
     children[-1]["metadata"]["name"] = "smoke"
     owner = {"apiVersion": "empo.dev/v1alpha1", "kind": "EmpoRun", "name": "smoke", "uid": run["metadata"]["uid"],
              "controller": True, "blockOwnerDeletion": True}

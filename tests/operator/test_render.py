@@ -9,6 +9,7 @@ import yaml
 from empo_api.models import EmpoRun
 from empo_operator import builders, settings
 from empo_operator.children import build_children
+from empo_operator.defaults import defaulted
 from tests.operator.conftest import REPO
 
 
@@ -22,8 +23,8 @@ def test_render_prints_the_operators_children():
     assert out.returncode == 0, out.stderr
     docs = list(yaml.safe_load_all(out.stdout))
     manifest = yaml.safe_load((REPO / "examples" / "math-s3.yaml").read_text())
-    expected = build_children(EmpoRun.model_validate(manifest),
-                                       settings.Settings(trainer_image="registry.example/t:1"))
+    operator = settings.Settings(trainer_image="registry.example/t:1")
+    expected = build_children(defaulted(EmpoRun.model_validate(manifest), operator), operator)
     assert docs == expected
     assert [d["kind"] for d in docs] == ["ConfigMap", "ServiceAccount", "Role", "RoleBinding", "NetworkPolicy", "RayJob"]
 

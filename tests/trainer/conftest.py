@@ -167,6 +167,7 @@ def entrypoint_run(tmp_path_factory, empo_env, s3_server) -> EntrypointRun:
     test_model_staging read it; each ran an entrypoint of its own before, about a minute each."""
     from empo_api.models import EmpoRun
     from empo_operator.builders import CONFIG_KEY, build_configmap
+    from empo_operator.defaults import defaulted
     from empo_operator.settings import Settings
     from empo_trainer import model_source
 
@@ -186,7 +187,7 @@ def entrypoint_run(tmp_path_factory, empo_env, s3_server) -> EntrypointRun:
     doc["spec"]["eval"]["benchmarks"] = []
     doc["spec"]["tracking"] = {"tensorboard": True}  # event files written locally, copied into S3
     settings = Settings(default_storage_uri=f"s3://{s3_server.new_bucket()}/runs", s3_endpoint=s3_server.endpoint)
-    configmap = build_configmap(EmpoRun.model_validate(doc), settings)
+    configmap = build_configmap(defaulted(EmpoRun.model_validate(doc), settings))
     config = folder / CONFIG_KEY
     config.write_text(configmap["data"][CONFIG_KEY])
 

@@ -6,7 +6,8 @@ import json
 import pytest
 
 from empo_api.models import StorageSpec
-from empo_operator.builders import CONFIG_KEY, ENTRYPOINT
+from empo_operator.builders import CONFIG_KEY
+from empo_operator.rayjob import ENTRYPOINT
 from empo_trainer.storage import open_run_storage
 
 
