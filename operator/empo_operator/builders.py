@@ -106,16 +106,14 @@ def run_manifest(run: EmpoRun) -> dict[str, Any]:
 
 def build_configmap(run: EmpoRun) -> dict[str, Any]:
     """The trainer's input and the run's record: the spec as accepted, defaults and all
-    (lifecycle.accepted_spec reads it back to keep those defaults on a live run)."""
+    (lifecycle.accepted_spec reads it back to keep those defaults on a live run). One key: the
+    run's name and namespace travel in the manifest's metadata (keys `name` and `namespace` of
+    earlier operators, read by no trainer, are removed from live runs' ConfigMaps)."""
     return {
         "apiVersion": "v1",
         "kind": "ConfigMap",
         "metadata": object_meta(run, config_name(run.name), "config"),
-        "data": {
-            CONFIG_KEY: json.dumps(run_manifest(run), indent=2, sort_keys=True),
-            "name": run.name,
-            "namespace": run.namespace,
-        },
+        "data": {CONFIG_KEY: json.dumps(run_manifest(run), indent=2, sort_keys=True)},
     }
 
 

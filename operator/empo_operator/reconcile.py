@@ -174,11 +174,12 @@ async def _ensure_children(run_pass: _Pass, settings: Settings, judged: _Judged,
     kube, model = run_pass.kube, judged.run
     assert model is not None
     if judged.accepted is not None and judged.configmap is not None:
-        data = builders.build_configmap(model)["data"]
-        if data != judged.configmap.get("data"):  # mutable fields (eval, checkpointing) reach the trainer
+        data, recorded = builders.build_configmap(model)["data"], judged.configmap.get("data") or {}
+        if data != recorded:  # mutable fields (eval, checkpointing) reach the trainer
+            gone = {key: None for key in recorded if key not in data}  # null removes a key (merge patch)
             await run_pass.confirm()
             await in_thread(kube.patch, "v1", "configmaps", run_pass.run["metadata"]["namespace"],
-                            judged.configmap["metadata"]["name"], {"data": data})
+                            judged.configmap["metadata"]["name"], {"data": {**data, **gone}})
     if rayjob is None and wait <= 0:
         await run_pass.confirm()
         return await _start_attempt(kube, run_pass.run, model, settings, attempt)

@@ -130,7 +130,7 @@ def test_settings_fill_only_what_the_spec_leaves_unset(math_s3, tiny):
     assert loaded["metadata"] == {"name": "tiny-smoke", "namespace": "default"}
     assert loaded["spec"]["storage"]["uri"] == "s3://empo-runs/tests"  # set by the user: kept
     assert loaded["spec"]["ray"]["image"] == "registry.example/empo-trainer:1"
-    assert cm["data"]["name"] == "tiny-smoke" and cm["data"]["namespace"] == "default"
+    assert list(cm["data"]) == ["spec.json"]  # the run's identity travels in the manifest only
     EmpoRun.model_validate(loaded)  # the trainer loads it like a manifest file
     unset = copy.deepcopy(math_s3)
     del unset["spec"]["storage"]["uri"]

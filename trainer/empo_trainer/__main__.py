@@ -1,7 +1,8 @@
 """`python -m empo_trainer run --config spec.json`: the RayJob entrypoint the operator writes.
 
-The config is the ConfigMap the operator creates: {"name", "namespace", "spec"} with the
-validated spec. The same driver as `empo train`, joining the Ray cluster KubeRay started.
+The config is the ConfigMap's one key the operator writes: an EmpoRun manifest whose metadata
+names the run and whose spec has the operator's defaults applied ({"name", "namespace", "spec"}
+is read too). The same driver as `empo train`, joining the Ray cluster KubeRay started.
 It exits 0 when the run is done, 2 on a one-line error, and 75 (preemption.EXIT_PREEMPTED) when a
 SIGTERM or a preemption request stopped it after a checkpoint: the next attempt resumes from it.
 
