@@ -4,8 +4,9 @@
 1. `_current_attempt`: which attempt is live (status.restarts) and its RayJob, if any;
 2. `_judge_spec`: the spec parsed, defaulted once and checked against the spec the run was accepted
    with; `_record_refusal` ends the pass of a run that never started and never can;
-3. `_ensure_children`: the ConfigMap follows the mutable fields, a missing attempt is started once
-   its backoff ended, the live RayJob follows suspend and queue;
+3. `_ensure_children`, for a RayJob this run owns (`_owned_rayjob`): the ConfigMap follows the
+   mutable fields, a missing attempt is started once its backoff ended (`_backoff_left`), the
+   live RayJob follows suspend and queue;
 4. `_observe_attempt`: what the attempt's RayJob and pods say, as a status.Observation;
 5. `_restart_attempt` when the attempt failed or was preempted and may run again; otherwise
    `_mirror_status`, and `_release_expired` when the pre-running deadline passed.
@@ -90,6 +91,12 @@ class _Judged:
     accepted: dict[str, Any] | None = None
     steady: bool = False
 
+    @property
+    def never_startable(self) -> bool:
+        """Refused for good before it was ever accepted: nothing to build, a status to record."""
+        return self.run is None and not self.steady and self.accepted is None \
+            and self.problem is not None and self.problem.permanent
+
 
 async def reconcile_pass(kube: Kube, settings: Settings, run: dict[str, Any],
                          rayjobs: dict[tuple[str, str], dict[str, Any]], fresh: bool,
@@ -103,15 +110,11 @@ async def reconcile_pass(kube: Kube, settings: Settings, run: dict[str, Any],
     attempt = int(status.get("restarts", 0))
     rj_name, rayjob = await _current_attempt(kube, run, status, rayjobs, attempt)
     judged = await _judge_spec(kube, settings, run, status, rayjob, rj_name)
-    if judged.run is None and not judged.steady and judged.accepted is None \
-            and judged.problem is not None and judged.problem.permanent:
+    if judged.never_startable:
         await _record_refusal(run_pass, status, judged.problem)
         return None
-    problem = judged.problem
-    if rayjob is not None and run["metadata"]["uid"] not in owner_uids(rayjob):
-        rayjob, problem = None, Problem(NAME_TAKEN, f"RayJob {rj_name} exists and is not this run's", permanent=False)
-    due = parse_time(status.get("nextAttemptTime"))
-    wait = (due - now()).total_seconds() if due else 0.0
+    rayjob, problem = _owned_rayjob(run, rayjob, rj_name, judged.problem)
+    wait = _backoff_left(status)
     if problem is None and judged.run is not None:
         rayjob = await _ensure_children(run_pass, settings, judged, rayjob, attempt, wait)
     obs = await _observe_attempt(kube, settings, run, status, rayjob, rj_name, attempt, problem, pods or {})
@@ -157,6 +160,20 @@ async def _judge_spec(kube: Kube, settings: Settings, run: dict[str, Any], statu
     accepted = lifecycle.accepted_spec(cm)
     model, problem = lifecycle.validate_run(run, settings, accepted)
     return _Judged(model, problem, cm, accepted)
+
+
+def _owned_rayjob(run: dict[str, Any], rayjob: dict[str, Any] | None, rj_name: str,
+                  problem: Problem | None) -> tuple[dict[str, Any] | None, Problem | None]:
+    """The attempt's RayJob if it is this run's; another object holding its name is a problem."""
+    if rayjob is not None and run["metadata"]["uid"] not in owner_uids(rayjob):
+        return None, Problem(NAME_TAKEN, f"RayJob {rj_name} exists and is not this run's", permanent=False)
+    return rayjob, problem
+
+
+def _backoff_left(status: dict[str, Any]) -> float:
+    """Seconds until the next attempt is due (status.nextAttemptTime); <= 0 when it is."""
+    due = parse_time(status.get("nextAttemptTime"))
+    return (due - now()).total_seconds() if due else 0.0
 
 
 async def _record_refusal(run_pass: _Pass, status: dict[str, Any], problem: Problem) -> None:
