@@ -10,7 +10,7 @@ import json
 
 import kopf
 
-from empo_operator import builders, handlers
+from empo_operator import builders, defaults, handlers
 from empo_operator.kube import Kube
 from empo_operator.settings import Settings
 from tests.operator.conftest import Api
@@ -32,13 +32,18 @@ def _head(rayjob: dict) -> dict:
     return head
 
 
-def test_the_next_attempt_keeps_the_accepted_defaults_and_takes_the_users_edits(kube_emulator, namespace, tiny):
+def test_the_next_attempt_keeps_the_accepted_defaults_and_takes_the_users_edits(kube_emulator, namespace, tiny,
+                                                                               monkeypatch):
+    applied = []  # the defaults are applied once per judged pass, and the builders apply none
+    real = defaults.effective_spec
+    monkeypatch.setattr(defaults, "effective_spec", lambda *a: applied.append(1) or real(*a))
     api = Api(kube_emulator, namespace)
     doc = copy.deepcopy(tiny)
     doc["metadata"]["name"] = "kept"
     api.create_run(doc)
     _pass(kube_emulator, namespace, BEFORE, "kept")
     first = api.attempt("kept")
+    assert len(applied) == 1
     assert _head(first)["image"] == "registry.example/empo-trainer:1"
     cm_name = builders.config_name("kept")
     # An earlier operator's keys in the record; the user edits a mutable field; the RayJob goes.
@@ -47,6 +52,7 @@ def test_the_next_attempt_keeps_the_accepted_defaults_and_takes_the_users_edits(
     api.kube.delete("ray.io/v1", "rayjobs", namespace, first["metadata"]["name"], first["metadata"]["uid"])
 
     _pass(kube_emulator, namespace, AFTER, "kept")  # `helm upgrade` changed every default
+    assert len(applied) == 2
 
     data = api.kube.get("v1", "configmaps", namespace, cm_name)["data"]
     assert list(data) == [builders.CONFIG_KEY]
