@@ -7,11 +7,12 @@ from typing import Any, Mapping
 
 from pydantic import ValidationError
 
+from empo_api.errors import SpecError
 from empo_api.models import MUTABLE_SPEC_FIELDS, EmpoRun
 from empo_api.validate import model_errors
 
 from .builders import CONFIG_KEY, LABEL_ATTEMPT
-from .defaults import DefaultsError, SpecError, defaulted
+from .defaults import DefaultsError, defaulted
 from .settings import Settings
 from .status import FAILED, Problem
 
