@@ -78,9 +78,14 @@ def _from_hub(source: str) -> bool:
     return source.startswith("hf://") or ("://" not in source and not source.startswith(("bundled:", "/", ".")))
 
 
+def _own_pods(run: EmpoRun) -> dict[str, Any]:
+    """Every pod of the run, whatever the attempt: selected by the run's label."""
+    return {"podSelector": {"matchLabels": {LABEL_RUN: run.name}}}
+
+
 def _egress(run: EmpoRun, settings: Settings) -> list[dict[str, Any]]:
     spec = run.spec
-    own = {"podSelector": {"matchLabels": {LABEL_RUN: run.name}}}
+    own = _own_pods(run)
     rules: list[dict[str, Any]] = [
         {"to": [own]},
         {"ports": [{"protocol": "UDP", "port": DNS_PORT}, _tcp(DNS_PORT)]},
@@ -112,11 +117,11 @@ def _egress(run: EmpoRun, settings: Settings) -> list[dict[str, Any]]:
 def build_network_policy(run: EmpoRun, settings: Settings) -> dict[str, Any]:
     """The run's NetworkPolicy; the same for every attempt (pods are selected by the run's label).
     `run` carries its effective spec (defaults.defaulted): the S3 endpoint is the one it was accepted with."""
-    own = {"podSelector": {"matchLabels": {LABEL_RUN: run.name}}}
+    own = _own_pods(run)
     kuberay = {"namespaceSelector": {"matchLabels": {NAMESPACE_NAME_LABEL: settings.kuberay_namespace}},
                "podSelector": {"matchLabels": dict(KUBERAY_OPERATOR_LABELS)}}
     policy_spec: dict[str, Any] = {
-        "podSelector": {"matchLabels": {LABEL_RUN: run.name}},
+        **_own_pods(run),  # a dict of its own: a shared one would print as a YAML alias in `empo render`
         "policyTypes": ["Ingress", "Egress"] if settings.restrict_egress else ["Ingress"],
         "ingress": [
             {"from": [own]},

@@ -48,7 +48,7 @@ def _env(run: EmpoRun, spec: EmpoRunSpec, attempt: int) -> list[dict[str, Any]]:
         # secretKeyRef: the kubelet reads the Secret, the operator never does.
         for var, key in (("AWS_ACCESS_KEY_ID", ref.access_key_id_key),
                          ("AWS_SECRET_ACCESS_KEY", ref.secret_access_key_key)):
-            env.append({"name": var, "valueFrom": {"secretKeyRef": {"name": ref.name, "key": key}}})
+            env.append(_secret_env(var, ref.name, key))
     if spec.storage.endpoint:
         env.append({"name": "AWS_ENDPOINT_URL", "value": spec.storage.endpoint})
     if spec.storage.region:
