@@ -1,4 +1,4 @@
-"""kopf handlers: gather inputs, call the pure functions, do the I/O. Nothing else lives here.
+"""kopf handlers: the watches' copies, and what wakes a reconcile pass (one per run at a time).
 
 Level-triggered: `reconcile` brings one run's children and status in line with what it observes
 now, whatever woke it, and is safe to repeat. It is woken by:
@@ -16,7 +16,7 @@ A resync of a steady run costs no API request: the runs and RayJobs come from th
 watches (memo.runs, memo.rayjobs), the ConfigMap is read only when the spec changed or an attempt
 starts, and the status is written only when it changes.
 
-The pass itself, in named steps, is reconcile.reconcile_pass; this module only wires what wakes it.
+The pass itself, in named steps, is reconcile.reconcile_pass.
 """
 
 from __future__ import annotations
