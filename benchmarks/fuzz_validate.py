@@ -1,4 +1,4 @@
-"""`empo validate` against the independent manifest generator of tests/api/fuzz_manifests.py, for
+"""`empo validate` against the independent manifest generator of tests/unit/empo_api/fuzz_manifests.py, for
 longer than the test runs it: odd YAML tags and scalars anywhere, credentials where they would leak.
 
     python benchmarks/fuzz_validate.py                      # 20,000 manifests
@@ -31,10 +31,10 @@ import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(REPO))  # for tests.api.fuzz_manifests (the generator the tests use)
+sys.path.insert(0, str(REPO))  # for tests.unit.empo_api.fuzz_manifests (the generator the tests use)
 
 from empo_cli import main as cli  # noqa: E402
-from tests.api.fuzz_manifests import leaked, manifest_case  # noqa: E402
+from tests.unit.empo_api.fuzz_manifests import leaked, manifest_case  # noqa: E402
 
 
 def run_process(paths: list[Path]) -> tuple[int, str]:

@@ -24,7 +24,7 @@ from pathlib import Path
 
 from benchmarks.bench_operator import CLUSTER_RESULTS, REPO, _handler_runs, peak_rss_mib, percentile
 from empo_operator.builders import rayjob_name
-from tests.cluster.conftest import ChartOperator, helm_install
+from tests.integration.cluster.conftest import ChartOperator, helm_install
 from tests.plugins.control_plane import start_control_plane
 from tests.waiting import wait_for
 

@@ -5,7 +5,7 @@
     .venv/bin/python benchmarks/outage_trials.py --trials 2 --attack outage --window-s 0   # before: no window
 
 Each trial trains the tiny smoke run (examples/tiny.yaml, bundled tiny model, `--steps`, checkpoint
-every 2 steps) against a SeaweedFS of its own, behind FlakyProxy (tests/storage/flaky_proxy.py).
+every 2 steps) against a SeaweedFS of its own, behind FlakyProxy (tests/integration/trainer/storage/flaky_proxy.py).
 
 - outage: at a random moment between the run's first metrics line and `--spread-s` later, the
   proxy cuts every connection (`--mode reset`: a store restarting or its pod gone) or answers
@@ -39,8 +39,8 @@ sys.path.insert(0, str(REPO))
 
 from empo_trainer import lifeline  # noqa: E402
 from tests.plugins.seaweedfs import start_seaweedfs  # noqa: E402
-from tests.storage.flaky_proxy import FlakyProxy  # noqa: E402
-from tests.trainer.train_process import observer, start_train, tiny_spec  # noqa: E402
+from tests.integration.trainer.storage.flaky_proxy import FlakyProxy  # noqa: E402
+from tests.integration.trainer.train_process import observer, start_train, tiny_spec  # noqa: E402
 
 
 def _env(server, window_s: float | None) -> dict[str, str]:

@@ -1,7 +1,7 @@
 """The `empo` command line. Each subcommand lives in its own module, imported here plainly; a
 command module keeps its heavy imports (torch, Ray, vLLM, kopf, the Kubernetes client) inside its
 run(), so `empo --help`, `empo crd`, `empo validate` and `empo plan` load none of them
-(tests/test_cli_imports.py)."""
+(tests/unit/empo_cli/test_cli_imports.py)."""
 
 from __future__ import annotations
 

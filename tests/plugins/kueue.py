@@ -228,7 +228,7 @@ def start_kueue(cp: ControlPlane, workdir: Path, tools: tuple[Path, Path] | None
 
 @pytest.fixture(scope="session")
 def kueue(control_plane: ControlPlane) -> Iterator[Kueue]:
-    """One Kueue on the session's control plane (tests/cluster). The end-to-end package starts its
+    """One Kueue on the session's control plane (tests/integration/cluster). The end-to-end package starts its
     own on the node's control plane: ``with start_kueue(node_cluster.cp, workdir) as k``."""
     with tempfile.TemporaryDirectory(prefix="empo-kueue-") as workdir:
         with start_kueue(control_plane, Path(workdir)) as k:

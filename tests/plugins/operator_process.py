@@ -1,6 +1,6 @@
 """`python -m empo_operator` in a subprocess, healthy when its liveness endpoint answers; stopped by PID.
 
-The emulator tests (tests/operator/) and the real-cluster tests (tests/cluster/) differ only in the
+The emulator tests (tests/integration/operator/) and the real-cluster tests (tests/integration/cluster/) differ only in the
 environment they give it.
 """
 

@@ -7,7 +7,7 @@ a completed multipart upload) becomes visible whole or not at all.
 `create_bytes` is the one exclusive write (the attempt claim): it creates a key only if no object
 has that name, atomically against any number of concurrent writers, with os.link() (which fails if
 the name exists) locally and a conditional PUT (If-None-Match: *, answered 412 when the key
-exists) on S3. SeaweedFS, moto and AWS S3 honour it (tests/storage/test_claim_race.py); a store
+exists) on S3. SeaweedFS, moto and AWS S3 honour it (tests/integration/trainer/storage/test_claim_race.py); a store
 that ignores the header is detected at the first claim and warned about.
 """
 
