@@ -168,6 +168,7 @@ async def run_seen(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any)
     key = (body.meta["namespace"], body.meta["name"])
     if type == "DELETED":
         memo.runs.pop(key, None)
+        memo.pods.pop(key, None)
         memo.locks.pop(key, None)
     else:
         memo.runs[key] = dict(body)
@@ -182,8 +183,16 @@ async def pod_changed(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: A
     pods = memo.pods.setdefault(key, {})
     before = pod_causes.first_cause([pods[name]]) if name in pods else None
     if type == "DELETED":
-        pods.pop(name, None)
-        after = None
+        last = pods.pop(name, None)
+        # The DELETED event carries the pod's final state (Failed, Evicted) even if the watch missed
+        # the update that set it.
+        gone = (pod_causes.departed(pod_causes.slim_pod(dict(body))) or (last and pod_causes.departed(last))
+                if key in memo.runs else None)
+        if gone is not None:  # its cause outlives it (an evicted pod KubeRay replaces); keep the latest
+            for other in [n for n, p in pods.items() if p.get("gone")]:
+                del pods[other]
+            pods[name] = gone
+        after = pod_causes.first_cause([gone]) if gone else None
     else:
         pods[name] = pod_causes.slim_pod(dict(body))
         after = pod_causes.first_cause([pods[name]])

@@ -9,6 +9,11 @@ run's Stalled condition, with the object they came from, within one reconcile of
 Inputs are slim copies (`slim_pod`) of the attempt's pods as the operator's watch last saw them, and
 the Warning events of its RayCluster. Order of precedence: what keeps every pod from existing
 (admission), then from being placed, from starting, from staying up.
+
+A cause can outlive its pod: KubeRay deletes an evicted pod and makes a new one within seconds, and
+the new one may be evicted again, so the live pods alone show Evicted for less than one poll. The
+watch keeps the last deleted pod that had a cause (`departed`, marked `gone`); it counts after every
+live pod's cause, for the same attempt only.
 """
 
 from __future__ import annotations
@@ -95,16 +100,35 @@ def _evicted(pod: dict[str, Any]) -> PodCause | None:
     return None
 
 
+def departed(pod: dict[str, Any]) -> dict[str, Any] | None:
+    """The slim copy of a deleted pod worth remembering: one whose cause would otherwise vanish."""
+    if _cause_of_live([pod]) is None:
+        return None
+    return pod | {"gone": True}
+
+
 def first_cause(pods: Iterable[dict[str, Any]], warnings: Iterable[dict[str, Any]] = ()) -> PodCause | None:
     """The first cause that keeps the attempt from running, or None when nothing is wrong (yet).
 
-    `warnings`: Warning events about the attempt's RayCluster (involvedObject, reason, message)."""
-    pods = sorted(pods, key=lambda p: p["name"] or "")
+    `warnings`: Warning events about the attempt's RayCluster (involvedObject, reason, message).
+    Deleted pods (`gone`) count only when no live pod and no warning has a cause."""
+    pods = list(pods)
+    live = sorted((p for p in pods if not p.get("gone")), key=lambda p: p["name"] or "")
     for event in warnings:
         if event.get("reason") in FAILED_TO_CREATE:
             obj = event.get("involvedObject") or {}
             return PodCause("PodCreationRefused", f"{obj.get('kind', 'RayCluster')} {obj.get('name')}: "
                                                   f"{_short(event.get('message'))}")
+    cause = _cause_of_live(live)
+    if cause is not None:
+        return cause
+    gone = _cause_of_live(sorted((p for p in pods if p.get("gone")), key=lambda p: p["name"] or ""))
+    if gone is None:
+        return None
+    return PodCause(gone.reason, f"{gone.message} (the pod was deleted; KubeRay makes a new one)")
+
+
+def _cause_of_live(pods: list[dict[str, Any]]) -> PodCause | None:
     for check in (_unschedulable, lambda p: _waiting(p, PULL_FAILURES), lambda p: _waiting(p, START_FAILURES),
                   _oom_killed, _crash_loop, _evicted):
         for pod in pods:

@@ -118,6 +118,19 @@ def apply_run(nc, s3, namespace: str, bucket: str, steps: int = STEPS, max_resta
     return run
 
 
+def s3_keys(s3, bucket: str) -> set[str]:
+    return {o["Key"] for page in s3.client().get_paginator("list_objects_v2").paginate(Bucket=bucket)
+            for o in page.get("Contents", [])}
+
+
+def metrics_steps(s3, bucket: str, root: str) -> list[int]:
+    """The step of every line of the run's metrics.jsonl under `root`, in order (empty before the first)."""
+    if f"{root}metrics.jsonl" not in s3_keys(s3, bucket):
+        return []
+    body = s3.client().get_object(Bucket=bucket, Key=f"{root}metrics.jsonl")["Body"].read().decode()
+    return [json.loads(line)["step"] for line in body.splitlines()]
+
+
 def _ts(value: str | None) -> float | None:
     if not value:
         return None

@@ -42,8 +42,19 @@ def test_each_cause_that_keeps_pods_from_running_shows_on_the_run(node_cluster, 
         "OOMKilled": dict(head={"cpu": "100m", "memory": "256Mi"}),
         # a namespace whose quota allows no pod: the API server refuses KubeRay's head pod
         "PodCreationRefused": dict(),
+        # more node disk than its limit (Ray's logs alone pass 1 MiB): the kubelet's eviction manager
+        # evicts the head, KubeRay deletes it and makes a new one, and the cause must outlive the pod
+        "Evicted": dict(head={"cpu": "100m", "memory": "512Mi", "ephemeralStorage": "1Mi"}),
     }
     watches = {}
+    try:
+        _each_cause_shows(nc, cp, bucket, cases, watches)
+    finally:  # a failed case must not leave pods that starve the next test of CPU
+        for watch in watches.values():
+            cp.kubectl("delete", "namespace", watch.namespace, "--wait=false")
+
+
+def _each_cause_shows(nc, cp, bucket: str, cases: dict, watches: dict) -> None:
     for reason, spec in cases.items():
         ns = cp.create_namespace(reason.lower())
         if reason == "PodCreationRefused":
@@ -60,6 +71,7 @@ def test_each_cause_that_keeps_pods_from_running_shows_on_the_run(node_cluster, 
     assert "exit code 127" in seen["CrashLoopBackOff"]["message"]
     assert "spec.ray.head.memory" in seen["OOMKilled"]["message"]
     assert "quota" in seen["PodCreationRefused"]["message"]  # exceeded (or, this early, not yet counted)
+    assert "ephemeral" in seen["Evicted"]["message"], seen["Evicted"]
     for reason, condition in seen.items():
         assert condition["status"] == "True" and ("pod " in condition["message"] or "RayCluster " in condition["message"])
     # The run that can never be placed ends at its pre-running deadline, saying why.
@@ -69,5 +81,3 @@ def test_each_cause_that_keeps_pods_from_running_shows_on_the_run(node_cluster, 
     events = cp.kubectl("get", "events", "-n", watches["ImagePullBackOff"].namespace,
                         "--field-selector", f"involvedObject.name={RUN_NAME}", "-o", "yaml").stdout
     assert "no-such-image" in events  # `kubectl describe emporun` shows it too (ErrImagePull first)
-    for watch in watches.values():
-        cp.kubectl("delete", "namespace", watch.namespace, "--wait=false")

@@ -12,7 +12,8 @@ import urllib.request
 
 import pytest
 
-from tests.e2e.flow import KUBERAY_LABELS, KUBERAY_NAMESPACE, RUN_NAME, STEPS, Watch, apply_run, can_connect
+from tests.e2e.flow import (KUBERAY_LABELS, KUBERAY_NAMESPACE, RUN_NAME, STEPS, Watch, apply_run, can_connect,
+                            metrics_steps, s3_keys)
 from tests.e2e.policy_check import allowed, cluster_view
 from tests.plugins.node import NODE_NAME
 
@@ -86,11 +87,6 @@ def dashboard_status(url: str, body: bytes | None = None, token: str | None = No
         return exc.code
 
 
-def s3_keys(s3, bucket: str) -> set[str]:
-    return {o["Key"] for page in s3.client().get_paginator("list_objects_v2").paginate(Bucket=bucket)
-            for o in page.get("Contents", [])}
-
-
 def test_a_drain_mid_run_costs_no_step(node_cluster, pod_s3, chart_operator_pod, flow_log):
     """`kubectl drain` of the node under a running run (its head, its learner and the submitter
     evicted): each Ray container's preStop hook has the driver finish the step in progress and
@@ -106,10 +102,7 @@ def test_a_drain_mid_run_costs_no_step(node_cluster, pod_s3, chart_operator_pod,
     root = f"runs/{ns}/{RUN_NAME}/"
 
     def logged_steps() -> list[int]:
-        if f"{root}metrics.jsonl" not in s3_keys(s3, bucket):
-            return []
-        body = s3.client().get_object(Bucket=bucket, Key=f"{root}metrics.jsonl")["Body"].read().decode()
-        return [json.loads(line)["step"] for line in body.splitlines()]
+        return metrics_steps(s3, bucket, root)
 
     watch.until(lambda _: len(logged_steps()) >= 2, 900, "two steps trained")
     earlier_pods = cluster_view(cp)[1]

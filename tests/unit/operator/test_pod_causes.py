@@ -54,3 +54,15 @@ def test_refused_creation_comes_first_then_placement():
 def test_long_messages_are_cut():
     long = dict(UNSCHEDULABLE, message="x " * 1000)
     assert len(first_cause([pod("h", conditions=[long])]).message) < 420
+
+
+def test_an_evicted_pod_that_kuberay_replaced_still_names_the_cause():
+    from empo_operator.pod_causes import departed
+    evicted = pod("h-1", "Failed", reason="Evicted", message="Pod ephemeral local storage usage exceeds the total limit")
+    gone = departed(evicted)
+    replacement = pod("h-2")  # Pending, nothing wrong yet
+    reason, message = first_cause([replacement, gone]).as_tuple()
+    assert reason == "Evicted" and message.startswith("pod h-1: Pod ephemeral") and "deleted" in message
+    # A live pod's own cause comes first; a deleted pod without a cause is not remembered.
+    assert first_cause([pod("h-2", conditions=[UNSCHEDULABLE]), gone]).reason == "Unschedulable"
+    assert departed(replacement) is None
