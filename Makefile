@@ -52,12 +52,12 @@ node-packages:
 images: node-packages
 	tools/images/build.sh >/dev/null
 
-# Every tier: tests/unit, tests/integration (SeaweedFS, Ray, TRL, vLLM, the KMock emulator, the real
+# Every tier, fastest first so a broken unit fails in minutes: tests/unit, tests/integration (SeaweedFS, Ray, TRL, vLLM, the KMock emulator, the real
 # control plane and Kueue) and tests/e2e (the node). pip is network-bound, the Go build CPU-bound and
 # the image builds both: do all at once.
 test:
 	$(MAKE) -j3 venv k8s-tools images
-	$(PY) -m pytest -q tests
+	$(PY) -m pytest -q tests/unit tests/integration tests/e2e
 
 # The fast tier: the venv only; no server, cluster, Ray or training starts (docs/testing.md).
 test-unit: venv

@@ -16,7 +16,7 @@ import pytest
 import yaml
 
 from empo_operator import builders
-from tests.cluster.test_kueue import local_queue, one_run_queue, rayjob, workload
+from tests.integration.cluster.test_kueue import local_queue, one_run_queue, rayjob, workload
 from tests.e2e.flow import RUN, Watch, metrics_steps, s3_keys
 from tests.plugins.kueue import start_kueue
 from tests.waiting import wait_for
