@@ -17,7 +17,7 @@ import torch
 from empo_api.models import EmpoRunSpec
 from empo_trainer import model_source
 from empo_trainer.actors import SamplerActor
-from empo_trainer.learner import RolloutEngine
+from empo_trainer.rollout_engine import RolloutEngine
 from empo_trainer.sampling import SamplingParams, stream_seed
 from empo_trainer.sampling.transformers_backend import TransformersSampler
 

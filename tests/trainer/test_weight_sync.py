@@ -9,7 +9,7 @@ import torch
 from empo_api.models import EmpoRunSpec
 from empo_trainer import model_source
 from empo_trainer.actors import SamplerActor
-from empo_trainer.learner import RolloutEngine
+from empo_trainer.rollout_engine import RolloutEngine
 from empo_trainer.sampling import SamplingParams
 from empo_trainer.sampling.transformers_backend import TransformersSampler
 
@@ -117,7 +117,7 @@ GPU_SPEC = EmpoRunSpec.model_validate({
 def test_an_engine_on_the_learners_gpu_gets_weights_through_the_object_store(ray_local, monkeypatch):
     """A local run on one GPU puts the vLLM engine and the learner on the same device, where NCCL
     refuses two ranks; before, the sync went to NCCL all the same (and failed there)."""
-    import empo_trainer.learner as learner_mod
+    import empo_trainer.rollout_engine as learner_mod
     from empo_trainer.weight_sync import ObjectStoreSync
 
     monkeypatch.setattr(learner_mod, "_cuda_available", lambda: True)

@@ -202,7 +202,7 @@ class LearnerActor:
         from types import SimpleNamespace
 
         from . import model_source
-        from .learner import RolloutEngine
+        from .rollout_engine import RolloutEngine
 
         final_eval = None
         wanted = self.rank == 0 and self.spec.eval.at_end and self.spec.eval.benchmarks
@@ -244,8 +244,10 @@ class LearnerActor:
         from trl import GRPOConfig
 
         from . import model_source
-        from .grpo import trainer_class
-        from .learner import RolloutEngine, grpo_config_kwargs, make_callback
+        from .grpo_trainer import trainer_class
+        from .rollout_engine import RolloutEngine
+        from .grpo_settings import grpo_config_kwargs
+        from .trainer_callback import make_callback
         from .rewards import build_reward_function
 
         os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")

@@ -24,8 +24,8 @@ from empo_api.placement import plan_placement
 from . import metrics_exporter, model_staging, preemption, tracking
 from .distributed import node_local_ranks
 from . import lifeline
-from .learner import total_steps
-from .progress import ProgressReporter
+from .grpo_settings import total_steps
+from .status_reporter import ProgressReporter
 
 
 @dataclass
@@ -103,7 +103,7 @@ def _work_dir(run: EmpoRun) -> Path:
     return cache_dir() / "runs" / run.namespace / run.name
 
 
-class _Progress:
+class _ProgressBar:
     """A tqdm bar with the numbers a person watches: reward, semantic entropy, tokens/s, ETA."""
 
     def __init__(self, total: int, initial: int, enabled: bool):
@@ -200,7 +200,7 @@ def _run(run: EmpoRun, steps: int | None, fresh: bool, progress: bool, num_cpus:
     reporter = ProgressReporter.from_env()  # a no-op outside a cluster
     exporter = metrics_exporter.from_env(run.namespace, run.name)  # /metrics when EMPO_METRICS_PORT is set
     mlflow_run_id = tracking.mlflow_run(spec, run.namespace, run.name)  # before the learners attach to it
-    bar = _Progress(max_steps, latest.step if latest else 0, progress)
+    bar = _ProgressBar(max_steps, latest.step if latest else 0, progress)
     summary = RunSummary(run.name, run.namespace, storage.uri, 0, max_steps, None, None, None, 0.0)
     runs = [lr.train.remote(max_steps, fresh, attempt, control) for lr in learners]
     done = runs[0]
