@@ -16,6 +16,7 @@ from pydantic.alias_generators import to_camel
 
 from .paths import NO_TRAVERSAL_CEL, NO_TRAVERSAL_MESSAGE, revision_problem, source_problem
 from .redaction import SECRET_ENV_NAME, has_credentials, is_secret_env_name, quote
+from .uri import S3_URI, Uri  # noqa: F401 - S3_URI: importable from here as before
 
 GROUP = "empo.dev"
 VERSION = "v1alpha1"
@@ -27,7 +28,6 @@ PAPER_SYSTEM_PROMPT = "Please reason step by step, and put your final answer wit
 PAPER_USER_TEMPLATE = "{question} Let's think step by step and output the final answer within \\boxed{}."
 PAPER_MATH_BENCHMARKS = ["math500", "minerva_math", "olympiadbench", "aime24", "amc23"]
 
-S3_URI = r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?$"
 HTTP_URL = r"^https?://[^\s/@]+(/\S*)?$"  # no user:password@ (it would land in a ConfigMap)
 DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
 LABEL_VALUE = r"(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?"
@@ -50,11 +50,9 @@ BENCHMARKS_NEEDING_DATA = ("mmlu_pro", "gpqa")
 
 def check_s3_uri(v: str, what: str = "s3://bucket/prefix") -> str:
     """An s3:// URI whose bucket name S3 accepts (no '..', '.-', '-.', no IP address, no credentials)."""
-    bucket = v[len("s3://"):].partition("/")[0]
-    if not re.match(S3_URI, v) or any(bad in bucket for bad in ("..", ".-", "-.")) \
-            or re.fullmatch(r"\d+\.\d+\.\d+\.\d+", bucket):
-        raise ValueError(f"{quote(v)} is not a valid s3:// URI (bucket names are 3-63 lowercase letters, digits, "
-                         f"'.' and '-', no '..'); expected {what}")
+    problem = Uri.parse(v).bucket_problem()
+    if problem:
+        raise ValueError(f"{quote(v)} is not a valid s3:// URI ({problem}); expected {what}")
     return v
 
 
@@ -160,9 +158,10 @@ class ModelSpec(_Model):
     @classmethod
     def _source_shape(cls, v: str) -> str:
         no_credentials_in_url(v)
-        if v.startswith("s3://"):
+        uri = Uri.parse(v)
+        if uri.is_s3:
             check_s3_uri(v)
-        if "://" in v and not v.startswith("s3://"):
+        if uri.scheme in ("hf", "other"):
             raise ValueError(f"{quote(v)}: only s3:// URIs, Hugging Face ids and local paths are allowed")
         return confined_source(v)
 
@@ -230,9 +229,10 @@ class DatasetSpec(_Model):
     @classmethod
     def _uri_shape(cls, v: str) -> str:
         no_credentials_in_url(v)
-        if v.startswith("s3://"):
+        uri = Uri.parse(v)
+        if uri.is_s3:
             check_s3_uri(v, "s3://bucket/key")
-        if "://" in v and not v.startswith(("s3://", "hf://")):
+        if uri.scheme == "other":
             raise ValueError(f"{quote(v)}: allowed are a local path, s3://bucket/key or hf://org/name")
         return confined_source(v)
 
@@ -689,9 +689,10 @@ class StorageSpec(_Model):
     @classmethod
     def _uri_shape(cls, v: str) -> str:
         no_credentials_in_url(v)
-        if v.startswith("s3://"):
+        uri = Uri.parse(v)
+        if uri.is_s3:
             check_s3_uri(v)
-        elif "://" in v:
+        elif uri.scheme in ("hf", "other"):
             raise ValueError(f"{quote(v)}: allowed are s3://bucket/prefix or a local path")
         return confined_source(v)
 
@@ -731,7 +732,7 @@ class EvalSpec(_Model):
                 raise ValueError(f"benchmark {key!r} ships no data; write it as '{key}=PATH_OR_S3_URI'")
             if uri.strip():
                 no_credentials_in_url(uri.strip())
-                if uri.strip().startswith("s3://"):
+                if Uri.parse(uri.strip()).is_s3:
                     check_s3_uri(uri.strip(), "s3://bucket/key")
                 problem = source_problem(uri.strip())
                 if problem:

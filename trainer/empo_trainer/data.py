@@ -10,6 +10,7 @@ import random
 from typing import Any
 
 from empo_api.models import DatasetSpec, PromptSpec
+from empo_api.uri import Uri
 
 from . import sources
 from .sampling.chat import build_messages
@@ -41,7 +42,7 @@ def _format(spec: DatasetSpec) -> str:
 
 def _read_rows(spec: DatasetSpec) -> list[dict[str, Any]]:
     try:
-        if spec.uri.startswith("hf://"):
+        if Uri.parse(spec.uri).scheme == "hf":
             return sources.read_hf_rows(spec.uri, spec.split)
         return sources.parse_rows(sources.read_bytes(spec.uri), _format(spec))
     except sources.SourceError as exc:

@@ -18,6 +18,7 @@ import tempfile
 from pathlib import Path
 
 from empo_api.paths import UnsafePathError, join_inside, key_problem, source_problem
+from empo_api.uri import Uri
 
 BUNDLED_SMOLLM2 = "bundled:smollm2-135m-instruct"
 BUNDLED_TINY = "bundled:tiny-random"
@@ -113,17 +114,18 @@ def resolve(source: str, revision: str | None = None) -> str:
         return str(_publish(_convert_smollm2, cache_dir() / "models" / "smollm2-135m-instruct"))
     if source == BUNDLED_TINY:
         return str(_publish(_build_tiny, cache_dir() / "models" / "tiny-random-llama"))
-    if source.startswith("bundled:"):
+    uri = Uri.parse(source)
+    if uri.scheme == "bundled":
         raise ModelSourceError(f"spec.model.source {source!r}: bundled models are {', '.join(BUNDLED)}")
-    if source.startswith("s3://"):
-        return str(_download_s3_folder(source))
+    if uri.is_s3:
+        return str(_download_s3_folder(uri))
     path = Path(source).expanduser()
     if path.exists():
         if not (path / "config.json").exists():
             raise ModelSourceError(f"spec.model.source {source!r}: folder has no config.json (not a saved model)")
         verify_manifest(path, source)
         return str(path.resolve())
-    if source.startswith((".", "/", "~")):
+    if uri.explicit_path:
         raise ModelSourceError(f"spec.model.source {source!r}: no such folder")
     return source  # a Hugging Face id; from_pretrained reads the local cache when offline
 
@@ -192,13 +194,14 @@ def model_file(folder: Path, rel: str, uri: str) -> Path | None:
         raise ModelSourceError(f"spec.model.source {uri!r}: object key {rel[:200]!r} leaves the model folder") from None
 
 
-def _download_s3_folder(uri: str) -> Path:
+def _download_s3_folder(location: Uri) -> Path:
     from .storage.outage import s3_client
 
+    uri = str(location)
     problem = source_problem(uri)
     if problem:  # the models refuse it; this holds for a URI that never went through them
         raise ModelSourceError(f"spec.model.source {uri!r}: {problem}")
-    bucket, _, prefix = uri[len("s3://"):].partition("/")
+    bucket, prefix = location.bucket, location.key
     prefix = prefix.rstrip("/") + "/" if prefix else ""
     client = s3_client(os.environ.get("AWS_ENDPOINT_URL") or None)
     try:  # the download folder is named by the URI: it must stay inside the cache

@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from empo_api.uri import Uri
+
 from .. import sources
 from ..data import get_field
 
@@ -144,9 +146,10 @@ def read_rows(uri: str, split: str = "test") -> list[dict[str, Any]]:
     """Rows of one source, or of several joined with commas (read in order, concatenated)."""
     if "," in uri:
         return [row for part in uri.split(",") for row in read_rows(part.strip(), split)]
-    local = None if uri.startswith(("s3://", "hf://")) else _local_path(uri)
+    scheme = Uri.parse(uri).scheme
+    local = None if scheme in ("s3", "hf") else _local_path(uri)
     try:
-        if uri.startswith("hf://"):
+        if scheme == "hf":
             return sources.read_hf_rows(uri, split)
         data = sources.read_bytes(uri, local)
     except sources.SourceError as exc:
