@@ -11,7 +11,7 @@ import re
 from enum import Enum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 from pydantic.alias_generators import to_camel
 
 from .paths import NO_TRAVERSAL_CEL, NO_TRAVERSAL_MESSAGE, revision_problem, source_problem
@@ -843,11 +843,14 @@ class EmpoRunSpec(_Model):
         None, pattern=DNS_LABEL, max_length=63, description="Kueue LocalQueue (kueue.x-k8s.io/queue-name label)."
     )
 
+    # (completions per step, per-learner micro-batch, micro-batches per step), from _cross_field
+    _geometry: tuple[int, int, int] | None = PrivateAttr(None)
+
     @model_validator(mode="after")
     def _cross_field(self) -> "EmpoRunSpec":
         if self.algorithm.reward == RewardKind.gold.value and not self.dataset.answer_field:
             raise ValueError("algorithm.reward gold needs dataset.answerField (the gold answers)")
-        self.batch_geometry()
+        self._geometry = self._split_batch()  # numGenerations' checks: once, here
         self._samplers_feed_learners()
         if self.algorithm.top_p < 1.0 and self.sampler.engines_of_their_own():
             raise ValueError(f"algorithm.topP is {self.algorithm.top_p}, but {_TOP_P_REFUSAL}")
@@ -874,9 +877,16 @@ class EmpoRunSpec(_Model):
                 "gpusPerReplica above 0): sharded learners cannot generate one by one; or use learner.sharding none")
 
     def batch_geometry(self) -> tuple[int, int, int]:
-        """(completions per step, per-learner micro-batch, micro-batches per step), or a ValueError
-        naming the fields: promptsPerStep x G completions are split over learners and micro-batches,
-        and each learner must receive whole groups (it scores its own share of the step)."""
+        """(completions per step, per-learner micro-batch, micro-batches per step): computed and
+        checked once, when the spec is validated, and read from there by the trainer and the
+        capacity plan (a ValueError naming the fields for a spec that never was validated)."""
+        if self._geometry is None:
+            self._geometry = self._split_batch()
+        return self._geometry
+
+    def _split_batch(self) -> tuple[int, int, int]:
+        """promptsPerStep x G completions split over learners and micro-batches, or a ValueError
+        naming the fields; each learner must receive whole groups (it scores its own share of the step)."""
         a, learners = self.algorithm, self.learner.ranks()
         total = a.prompts_per_step * a.num_generations
         per_device = self.learner.per_device_batch_size

@@ -44,7 +44,7 @@ def test_sync_makes_the_remote_sampler_generate_like_the_learner(ray_local):
     tokenizer = model_source.load_tokenizer(path)
     expected = [g.completion_ids for g in TransformersSampler.from_model(learner_model, tokenizer).generate(PROMPTS, GREEDY)]
 
-    remote = ray_local.remote(num_cpus=0)(SamplerActor).remote(SPEC.model_dump_json(by_alias=True))
+    remote = ray_local.remote(num_cpus=0)(SamplerActor).remote(SPEC)
     before = [g.completion_ids for g in ray_local.get(remote.generate.remote(PROMPTS, GREEDY))]
     assert before != expected
 

@@ -149,11 +149,12 @@ def _run(run: EmpoRun, steps: int | None, fresh: bool, progress: bool, num_cpus:
 
     from .actors import LearnerActor, SamplerActor
     from .data import load_examples
-    from .storage import open_run_storage
+    from .storage import open_run_root, run_root
 
     started = time.perf_counter()
     spec = run.spec
-    storage = open_run_storage(spec.storage, run.namespace, run.name)
+    root = run_root(spec.storage, run.namespace, run.name)  # storage.uri parsed once, here; the learners get it
+    storage = open_run_root(root, spec.storage)
     # Before reading LATEST: from here on a learner of an older attempt cannot move it (fencing).
     attempt = storage.claim_attempt(host=socket.gethostname(), pid=os.getpid())
     storage.clean_leftovers()  # temp files and multipart uploads of writers killed mid-write
@@ -168,8 +169,9 @@ def _run(run: EmpoRun, steps: int | None, fresh: bool, progress: bool, num_cpus:
     events = Queue()
     # The model is fetched once, here (the one pod with HF_TOKEN), into the run's storage; the
     # actors load that verified copy (model_staging.py).
+    # The actors get the validated spec itself (Ray pickles it): no JSON round trip, no second
+    # validation in every actor.
     actor_spec, _ = model_staging.stage(spec, storage)
-    spec_json = actor_spec.model_dump_json(by_alias=True)
     local = not os.environ.get("RAY_ADDRESS")
 
     def placed(cls, bundles, index):
@@ -184,12 +186,12 @@ def _run(run: EmpoRun, steps: int | None, fresh: bool, progress: bool, num_cpus:
     control = Queue()  # the driver's stop request to the learners (a learner polls it at each step end)
     samplers = []
     if not plan.colocated:
-        samplers = [placed(SamplerActor, plan.sampler_bundles, i).remote(spec_json, threads if local else None)
+        samplers = [placed(SamplerActor, plan.sampler_bundles, i).remote(actor_spec, threads if local else None)
                     for i in range(len(plan.sampler_bundles))]
         ray.get([s.ready.remote() for s in samplers])
     world = len(plan.learner_bundles)
     learners = [placed(LearnerActor, plan.learner_bundles, rank).remote(
-        spec_json, run.namespace, run.name, examples, str(_work_dir(run) / f"rank-{rank}"), events, samplers,
+        actor_spec, root, run.namespace, run.name, examples, str(_work_dir(run) / f"rank-{rank}"), events, samplers,
         max(1, threads // world) if local else None, rank, world) for rank in range(world)]
     if world > 1:  # data-parallel learners: torch.distributed rendezvous at rank 0's address
         address = ray.get(learners[0].rendezvous_address.remote())

@@ -24,10 +24,10 @@ from .errors import (
     SupersededError,
     WrongRegionError,
 )
-from .run_storage import RunStorage, open_run_storage
+from .run_storage import RunStorage, open_run_root, open_run_storage, run_root
 
 __all__ = [
-    "open_run_storage", "RunStorage", "CheckpointStore", "CheckpointRef", "S3Options", "LocalBackend", "S3Backend",
+    "open_run_storage", "open_run_root", "run_root", "RunStorage", "CheckpointStore", "CheckpointRef", "S3Options", "LocalBackend", "S3Backend",
     "StorageError", "InvalidCredentialsError", "BucketNotFoundError", "WrongRegionError", "PermissionDeniedError",
     "StorageUnavailableError", "SupersededError", "ObjectNotFoundError", "CheckpointVerificationError", "InvalidStorageURIError",
 ]
