@@ -7,7 +7,8 @@
     ref = run.checkpoints.latest()                     # None, or a verified CheckpointRef
     run.checkpoints.download(ref, Path("cache/step"))  # parallel, sha256-checked, reuses cache
 
-The commit protocol is described in `checkpoints`, the S3 metrics strategy in `run_storage`.
+The commit protocol is described in `checkpoints`, the S3 metrics strategy in `run_storage`; the
+two backends in `local_backend` and `s3_backend`, their shared interface in `backends`.
 """
 
 from .backends import LocalBackend, S3Backend, S3Options
