@@ -161,7 +161,7 @@ def verify_manifest(folder: Path, source: str) -> None:
     manifest_path = folder / MANIFEST_NAME
     if not manifest_path.exists():
         return
-    import hashlib
+    from .storage.layout import sha256_file
 
     for rel, want in _manifest_files(manifest_path, source).items():
         try:
@@ -170,11 +170,7 @@ def verify_manifest(folder: Path, source: str) -> None:
             raise ModelSourceError(f"model {source!r}: {exc}; refusing the model") from None
         if not path.is_file():
             raise ModelSourceError(f"model {source!r}: {rel} is missing from the staged copy (its manifest lists it)")
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(8 << 20), b""):
-                digest.update(chunk)
-        if path.stat().st_size != want["size"] or digest.hexdigest() != want["sha256"]:
+        if path.stat().st_size != want["size"] or sha256_file(path) != want["sha256"]:
             raise ModelSourceError(
                 f"model {source!r}: {rel} does not match its manifest (size or sha256, expected sha256 "
                 f"{want['sha256'][:16]}...); the staged copy is corrupt: delete {MANIFEST_NAME} "

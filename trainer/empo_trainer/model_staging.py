@@ -13,7 +13,6 @@ Local runs (storage in a folder) skip this: every actor already shares the machi
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
@@ -23,6 +22,7 @@ from empo_api.uri import Uri
 
 from . import model_source
 from .model_source import MANIFEST_NAME, ModelSourceError
+from .storage.layout import sha256_file
 
 STAGED_KEY = "model"
 
@@ -35,14 +35,6 @@ def needs_staging(spec: EmpoRunSpec) -> bool:
     if source.is_s3:
         return True
     return not (source.explicit_path or Path(spec.model.source).expanduser().exists())
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(8 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def build_manifest(folder: Path, source: str, revision: str | None) -> dict[str, Any]:
