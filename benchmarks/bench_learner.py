@@ -55,7 +55,7 @@ def worker(args) -> None:
 
     from empo_trainer import model_source
     from empo_trainer.distributed import prepare
-    from empo_trainer.learner import grpo_config_kwargs
+    from empo_trainer.grpo_settings import grpo_config_kwargs
 
     os.environ["TRL_EXPERIMENTAL_SILENCE"] = "1"
     rank, world = int(os.environ.get("RANK", "0")), int(os.environ.get("WORLD_SIZE", "1"))

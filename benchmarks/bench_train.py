@@ -54,7 +54,8 @@ def run_variant(variant: str, model: str, steps: int, prompts: int, generations:
 
     from empo_trainer import model_source
     from empo_trainer.data import load_examples
-    from empo_trainer.learner import RolloutEngine, grpo_config_kwargs
+    from empo_trainer.rollout_engine import RolloutEngine
+    from empo_trainer.grpo_settings import grpo_config_kwargs
     from empo_trainer.rewards import build_reward_function
     from empo_trainer.sampling.transformers_backend import TransformersSampler
 
@@ -91,7 +92,7 @@ def run_variant(variant: str, model: str, steps: int, prompts: int, generations:
                               train_dataset=Dataset.from_list(examples), processing_class=tokenizer)
         # TRL's own generate: same budget; min_new_tokens is not forced, like ours.
     else:
-        from empo_trainer.grpo import trainer_class
+        from empo_trainer.grpo_trainer import trainer_class
 
         engine = RolloutEngine(spec)
         trainer = trainer_class()(model=policy, reward_funcs=[build_reward_function(spec)], args=config,

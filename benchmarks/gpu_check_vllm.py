@@ -57,7 +57,7 @@ def main() -> int:
     })
     path = model_source.resolve(spec.model.source)
     ray.init(num_gpus=gpus, include_dashboard=False, configure_logging=False)
-    actor = ray.remote(num_gpus=1)(SamplerActor).remote(spec.model_dump_json(by_alias=True))
+    actor = ray.remote(num_gpus=1)(SamplerActor).remote(spec)
     ray.get(actor.ready.remote())
     engine_start = time.perf_counter() - started
 

@@ -1,8 +1,15 @@
-"""The EmpoRun resource (empo.dev/v1alpha1), defined once.
+"""The EmpoRun resource (empo.dev/v1alpha1), defined once: the spec's sections, one pydantic class each.
 
 The operator, the trainer and the CRD generator all import these models; they need only pydantic.
 Field names are camelCase on the wire (as Kubernetes users write them) and snake_case in Python.
 Defaults reproduce the EMPO paper's math setup (paper-era TRL, see docs/algorithm.md).
+
+Over 400 lines on purpose: each section keeps its fields, validators and CEL rules side by side,
+and the cross-field rules of EmpoRunSpec read every section; split by section, a rule would sit
+away from the fields it checks. What is not the spec lives beside it: the status
+(status_models.py), the Kubernetes pieces (kube_models.py), the wire base and CEL helpers
+(wire_model.py), locations (uri.py), the benchmark names and the paper's prompts (benchmark_names.py,
+paper_defaults.py); all of them stay importable from here.
 """
 
 from __future__ import annotations
@@ -11,11 +18,22 @@ import re
 from enum import Enum
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
-from pydantic.alias_generators import to_camel
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, field_validator, model_validator
 
+# Re-exported: callers import the tables, the status models and S3_URI from here, as before.
+from .benchmark_names import BENCHMARK_ALIASES, BENCHMARK_NAMES, BENCHMARKS_NEEDING_DATA  # noqa: F401
+from .paper_defaults import PAPER_MATH_BENCHMARKS, PAPER_SYSTEM_PROMPT, PAPER_USER_TEMPLATE  # noqa: F401
+from .kube_models import (DNS_LABEL, LABEL_VALUE, QUALIFIED_NAME, QUANTITY, EnvFromSource,  # noqa: F401
+                          EnvVar, LocalObjectRef, Resources, SecretKeyRef, SecretRef, Toleration)
 from .paths import NO_TRAVERSAL_CEL, NO_TRAVERSAL_MESSAGE, revision_problem, source_problem
-from .redaction import SECRET_ENV_NAME, has_credentials, is_secret_env_name, quote
+from .redaction import has_credentials, quote
+from .status_models import (Checkpoint, Condition, EmpoRunStatus, EvalResult, Phase,  # noqa: F401
+                            Preemption, Progress)
+from .uri import S3_URI, Uri  # noqa: F401
+from .wire_model import MAX_STRING, cel  # noqa: F401
+from .wire_model import WireModel as _Model
+from .wire_model import immutable as _immutable
+from .wire_model import schema_extra as _schema_extra
 
 GROUP = "empo.dev"
 VERSION = "v1alpha1"
@@ -23,38 +41,17 @@ API_VERSION = f"{GROUP}/{VERSION}"
 KIND = "EmpoRun"
 PLURAL = "emporuns"
 
-PAPER_SYSTEM_PROMPT = "Please reason step by step, and put your final answer within \\boxed{}."
-PAPER_USER_TEMPLATE = "{question} Let's think step by step and output the final answer within \\boxed{}."
-PAPER_MATH_BENCHMARKS = ["math500", "minerva_math", "olympiadbench", "aime24", "amc23"]
-
-S3_URI = r"^s3://[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9](/.*)?$"
 HTTP_URL = r"^https?://[^\s/@]+(/\S*)?$"  # no user:password@ (it would land in a ConfigMap)
-DNS_LABEL = r"^[a-z0-9]([-a-z0-9]*[a-z0-9])?$"
-LABEL_VALUE = r"(([A-Za-z0-9][-A-Za-z0-9_.]{0,61})?[A-Za-z0-9])?"
-QUALIFIED_NAME = r"([a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?/)?[A-Za-z0-9]([-A-Za-z0-9_.]{0,61}[A-Za-z0-9])?"
-# Kubernetes quantities as the API server parses them (resource.ParseQuantity), unsigned: "4", "500m",
-# "16Gi", "1.5", "2e3"; not "1.2.3" or "16GiGi".
-QUANTITY = r"^(([0-9]+(\.[0-9]*)?)|(\.[0-9]+))(([KMGTPE]i)|[numkMGTPE]|([eE][+-]?[0-9]+))?$"
 INT32_MAX = 2**31 - 1  # what a Kubernetes int32 field (RayJob activeDeadlineSeconds, ...) holds
 SEED_MAX = 2**32 - 1  # numpy's seed range
-MAX_STRING = 64 * 1024  # any one string; the whole spec must also fit a ConfigMap (1 MiB)
 MAX_SPEC_BYTES = 512 * 1024
-# Benchmarks the trainer's registry knows (a test keeps this list equal to it); those in
-# BENCHMARKS_NEEDING_DATA ship no data and are written NAME=URI.
-BENCHMARK_NAMES = ("math500", "minerva_math", "olympiadbench", "aime24", "amc23", "gsm8k", "svamp", "asdiv", "mawps",
-                   "arith-heldout", "digits-heldout", "mmlu_pro", "gpqa")
-BENCHMARK_ALIASES = {"minerva": "minerva_math", "olympiad": "olympiadbench", "aime": "aime24", "amc": "amc23",
-                     "mmlu-pro": "mmlu_pro", "gpqa_diamond": "gpqa", "arith_heldout": "arith-heldout"}
-BENCHMARKS_NEEDING_DATA = ("mmlu_pro", "gpqa")
 
 
 def check_s3_uri(v: str, what: str = "s3://bucket/prefix") -> str:
     """An s3:// URI whose bucket name S3 accepts (no '..', '.-', '-.', no IP address, no credentials)."""
-    bucket = v[len("s3://"):].partition("/")[0]
-    if not re.match(S3_URI, v) or any(bad in bucket for bad in ("..", ".-", "-.")) \
-            or re.fullmatch(r"\d+\.\d+\.\d+\.\d+", bucket):
-        raise ValueError(f"{quote(v)} is not a valid s3:// URI (bucket names are 3-63 lowercase letters, digits, "
-                         f"'.' and '-', no '..'); expected {what}")
+    problem = Uri.parse(v).bucket_problem()
+    if problem:
+        raise ValueError(f"{quote(v)} is not a valid s3:// URI ({problem}); expected {what}")
     return v
 
 
@@ -87,45 +84,9 @@ _INLINE_SECRET_KEYS = {
 }
 
 
-class _Model(BaseModel):
-    """Strict wire model: camelCase aliases, unknown fields rejected, values validated on assignment."""
-
-    model_config = ConfigDict(
-        alias_generator=to_camel,
-        populate_by_name=True,
-        extra="forbid",
-        validate_default=True,
-        use_enum_values=True,
-        allow_inf_nan=False,  # `epochs: .inf` would train forever; NaN compares false with every bound
-        str_max_length=MAX_STRING,
-    )
-
-    def to_wire(self) -> dict[str, Any]:
-        """The manifest form: camelCase keys, unset optional fields left out."""
-        return self.model_dump(mode="json", by_alias=True, exclude_none=True)
-
-
-def cel(rule: str, message: str) -> dict[str, Any]:
-    """A CEL rule the API server checks (x-kubernetes-validations); the models check the same."""
-    return {"rule": rule, "message": message}
-
-
-def _schema_extra(*rules: dict[str, Any]) -> dict[str, Any]:
-    return {"x-kubernetes-validations": list(rules)}
-
-
-def _immutable(field: str) -> dict[str, Any]:
-    return cel("self == oldSelf", f"spec.{field} is immutable on a live run; create a new EmpoRun instead")
-
-
 # ---------------------------------------------------------------------------------------------
 # spec
 # ---------------------------------------------------------------------------------------------
-
-
-class SecretKeyRef(_Model):
-    name: str = Field(pattern=DNS_LABEL, max_length=253, description="Secret in the EmpoRun's namespace.")
-    key: str = Field(min_length=1, max_length=253, pattern=r"^[-._a-zA-Z0-9]+$", description="Key in the Secret.")
 
 
 class Dtype(str, Enum):
@@ -160,9 +121,10 @@ class ModelSpec(_Model):
     @classmethod
     def _source_shape(cls, v: str) -> str:
         no_credentials_in_url(v)
-        if v.startswith("s3://"):
+        uri = Uri.parse(v)
+        if uri.is_s3:
             check_s3_uri(v)
-        if "://" in v and not v.startswith("s3://"):
+        if uri.scheme in ("hf", "other"):
             raise ValueError(f"{quote(v)}: only s3:// URIs, Hugging Face ids and local paths are allowed")
         return confined_source(v)
 
@@ -230,9 +192,10 @@ class DatasetSpec(_Model):
     @classmethod
     def _uri_shape(cls, v: str) -> str:
         no_credentials_in_url(v)
-        if v.startswith("s3://"):
+        uri = Uri.parse(v)
+        if uri.is_s3:
             check_s3_uri(v, "s3://bucket/key")
-        if "://" in v and not v.startswith(("s3://", "hf://")):
+        if uri.scheme == "other":
             raise ValueError(f"{quote(v)}: allowed are a local path, s3://bucket/key or hf://org/name")
         return confined_source(v)
 
@@ -494,92 +457,6 @@ class LearnerSpec(_Model):
         return self.replicas * max(1, self.gpus_per_replica)
 
 
-class Resources(_Model):
-    cpu: str = Field("4", pattern=QUANTITY, description="CPU request and limit (Kubernetes quantity).")
-    memory: str = Field("16Gi", pattern=QUANTITY, description="Memory request and limit (Kubernetes quantity).")
-    ephemeral_storage: str | None = Field(
-        None, pattern=QUANTITY,
-        description="Ephemeral storage request and limit (Kubernetes quantity): the node disk the pod's cache "
-                    "(model, checkpoints) and logs may use; default: a request sized from the model (`empo plan` "
-                    "shows it) and no limit.")
-
-
-class Toleration(_Model):
-    key: str | None = Field(None, description="Taint key; empty with operator Exists matches all taints.")
-    operator: Literal["Exists", "Equal"] | None = Field(None, description="Exists or Equal (default).")
-    value: str | None = Field(None, description="Taint value for operator Equal.")
-    effect: Literal["NoSchedule", "PreferNoSchedule", "NoExecute"] | None = Field(None, description="Taint effect to tolerate.")
-    toleration_seconds: int | None = Field(None, description="How long a NoExecute taint is tolerated.")
-
-    @model_validator(mode="after")
-    def _as_the_api_server_checks(self) -> "Toleration":
-        # core/v1 validation (validateTolerations): what kubectl apply of the RayJob would refuse.
-        if self.key and not re.fullmatch(QUALIFIED_NAME, self.key):
-            raise ValueError(f"key {self.key!r} is not a qualified name (prefix/name, 63 characters of [A-Za-z0-9-_.])")
-        if not self.key and self.operator != "Exists":
-            raise ValueError("an empty key needs operator Exists (it matches every taint)")
-        if self.operator == "Exists" and self.value:
-            raise ValueError("value must be empty when operator is Exists")
-        if self.value and not re.fullmatch(LABEL_VALUE, self.value):
-            raise ValueError(f"value {self.value!r} is not a valid label value (63 characters of [A-Za-z0-9-_.])")
-        # int64 in core/v1; not a schema bound, which Helm's float64 round trip would change
-        if self.toleration_seconds is not None and not -(2**63) <= self.toleration_seconds < 2**63:
-            raise ValueError("tolerationSeconds must fit a 64-bit integer")
-        if self.toleration_seconds is not None and self.effect != "NoExecute":
-            raise ValueError("tolerationSeconds needs effect NoExecute")
-        return self
-
-
-class LocalObjectRef(_Model):
-    name: str = Field(pattern=DNS_LABEL, max_length=253, description="Name of an object in the EmpoRun's namespace.")
-
-
-class EnvVar(_Model):
-    model_config = ConfigDict(json_schema_extra=_schema_extra(
-        cel("has(self.value) != has(self.secretKeyRef)", "ray.env: set value or secretKeyRef, exactly one"),
-        cel(f"!has(self.value) || !self.name.matches('{SECRET_ENV_NAME}')",
-            "ray.env: a variable named like a secret takes its value from a Secret (secretKeyRef), not a literal value")))
-
-    name: str = Field(pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$", max_length=253, description="Variable name.")
-    value: str | None = Field(None, description="Literal value.")
-    secret_key_ref: SecretKeyRef | None = Field(None, description="The value of one key of a Secret.")
-
-    @field_validator("name")
-    @classmethod
-    def _not_reserved(cls, v: str) -> str:
-        if v.startswith("EMPO_"):
-            raise ValueError(f"'{v}': EMPO_* variables are set by the operator")
-        return v
-
-    @model_validator(mode="after")
-    def _one_source(self) -> "EnvVar":
-        if (self.value is None) == (self.secret_key_ref is None):
-            raise ValueError(f"{self.name}: set value or secretKeyRef, exactly one")
-        if self.value is not None and is_secret_env_name(self.name):
-            # the spec is copied in clear into the run's ConfigMap and RayJob (and shown by kubectl get)
-            raise ValueError(
-                f"{self.name} looks like a secret: a literal value would be stored in clear in the run's ConfigMap "
-                "and RayJob; put it in a Secret and write secretKeyRef: {name: SECRET, key: KEY} instead of value "
-                "(the pods get it through valueFrom.secretKeyRef)")
-        return self
-
-
-class EnvFromSource(_Model):
-    model_config = ConfigDict(json_schema_extra=_schema_extra(
-        cel("has(self.secretRef) != has(self.configMapRef)", "ray.envFrom: set secretRef or configMapRef, exactly one")))
-
-    secret_ref: LocalObjectRef | None = Field(None, description="Every key of this Secret becomes a variable.")
-    config_map_ref: LocalObjectRef | None = Field(None, description="Every key of this ConfigMap becomes a variable.")
-    prefix: str | None = Field(None, pattern=r"^[-._a-zA-Z][-._a-zA-Z0-9]*$", max_length=253,
-                               description="Prepended to every variable name.")
-
-    @model_validator(mode="after")
-    def _one_source(self) -> "EnvFromSource":
-        if (self.secret_ref is None) == (self.config_map_ref is None):
-            raise ValueError("set secretRef or configMapRef, exactly one")
-        return self
-
-
 def _free_form(schema: dict[str, Any]) -> None:
     """A Kubernetes object the API server keeps as written (e.g. affinity), validated by the kubelet's API."""
     for key in ("anyOf", "additionalProperties", "default"):
@@ -620,12 +497,6 @@ class RaySpec(_Model):
         description="Seconds a pod of the run has, once told to stop (drain, eviction, preemption, suspend), to finish "
                     "or abandon its step and commit a checkpoint before it is killed; default: sized from the plan "
                     "(the step in progress plus the checkpoint's upload, `empo plan` shows it).")
-
-
-class SecretRef(_Model):
-    name: str = Field(pattern=DNS_LABEL, max_length=253, description="Secret in the EmpoRun's namespace.")
-    access_key_id_key: str = Field("AWS_ACCESS_KEY_ID", description="Key of the access key id in the Secret.")
-    secret_access_key_key: str = Field("AWS_SECRET_ACCESS_KEY", description="Key of the secret access key in the Secret.")
 
 
 def _storage_uri_schema(schema: dict[str, Any]) -> None:
@@ -689,9 +560,10 @@ class StorageSpec(_Model):
     @classmethod
     def _uri_shape(cls, v: str) -> str:
         no_credentials_in_url(v)
-        if v.startswith("s3://"):
+        uri = Uri.parse(v)
+        if uri.is_s3:
             check_s3_uri(v)
-        elif "://" in v:
+        elif uri.scheme in ("hf", "other"):
             raise ValueError(f"{quote(v)}: allowed are s3://bucket/prefix or a local path")
         return confined_source(v)
 
@@ -731,7 +603,7 @@ class EvalSpec(_Model):
                 raise ValueError(f"benchmark {key!r} ships no data; write it as '{key}=PATH_OR_S3_URI'")
             if uri.strip():
                 no_credentials_in_url(uri.strip())
-                if uri.strip().startswith("s3://"):
+                if Uri.parse(uri.strip()).is_s3:
                     check_s3_uri(uri.strip(), "s3://bucket/key")
                 problem = source_problem(uri.strip())
                 if problem:
@@ -842,11 +714,14 @@ class EmpoRunSpec(_Model):
         None, pattern=DNS_LABEL, max_length=63, description="Kueue LocalQueue (kueue.x-k8s.io/queue-name label)."
     )
 
+    # (completions per step, per-learner micro-batch, micro-batches per step), from _cross_field
+    _geometry: tuple[int, int, int] | None = PrivateAttr(None)
+
     @model_validator(mode="after")
     def _cross_field(self) -> "EmpoRunSpec":
         if self.algorithm.reward == RewardKind.gold.value and not self.dataset.answer_field:
             raise ValueError("algorithm.reward gold needs dataset.answerField (the gold answers)")
-        self.batch_geometry()
+        self._geometry = self._split_batch()  # numGenerations' checks: once, here
         self._samplers_feed_learners()
         if self.algorithm.top_p < 1.0 and self.sampler.engines_of_their_own():
             raise ValueError(f"algorithm.topP is {self.algorithm.top_p}, but {_TOP_P_REFUSAL}")
@@ -873,9 +748,16 @@ class EmpoRunSpec(_Model):
                 "gpusPerReplica above 0): sharded learners cannot generate one by one; or use learner.sharding none")
 
     def batch_geometry(self) -> tuple[int, int, int]:
-        """(completions per step, per-learner micro-batch, micro-batches per step), or a ValueError
-        naming the fields: promptsPerStep x G completions are split over learners and micro-batches,
-        and each learner must receive whole groups (it scores its own share of the step)."""
+        """(completions per step, per-learner micro-batch, micro-batches per step): computed and
+        checked once, when the spec is validated, and read from there by the trainer and the
+        capacity plan (a ValueError naming the fields for a spec that never was validated)."""
+        if self._geometry is None:
+            self._geometry = self._split_batch()
+        return self._geometry
+
+    def _split_batch(self) -> tuple[int, int, int]:
+        """promptsPerStep x G completions split over learners and micro-batches, or a ValueError
+        naming the fields; each learner must receive whole groups (it scores its own share of the step)."""
         a, learners = self.algorithm, self.learner.ranks()
         total = a.prompts_per_step * a.num_generations
         per_device = self.learner.per_device_batch_size
@@ -908,89 +790,6 @@ class EmpoRunSpec(_Model):
 MUTABLE_SPEC_FIELDS = ("suspend", "maxRestarts", "eval", "activeDeadlineSeconds", "ttlSecondsAfterFinished",
                        "queueName", "storage.checkpointEvery", "storage.keepLast", "storage.keepBest",
                        "preRunningDeadlineSeconds")
-
-
-# ---------------------------------------------------------------------------------------------
-# status
-# ---------------------------------------------------------------------------------------------
-
-
-class Phase(str, Enum):
-    pending = "Pending"
-    initializing = "Initializing"
-    running = "Running"
-    restarting = "Restarting"
-    suspended = "Suspended"
-    succeeded = "Succeeded"
-    failed = "Failed"
-
-
-class Condition(_Model):
-    """A Kubernetes condition (metav1.Condition)."""
-
-    type: str = Field(description="Ready, Reconciling, Stalled, Suspended, Succeeded or Failed.")
-    status: Literal["True", "False", "Unknown"] = Field(description="True, False or Unknown.")
-    reason: str = Field(description="CamelCase reason for the last transition.")
-    message: str = Field("", description="Human-readable detail.")
-    last_transition_time: str = Field(description="When status last changed (RFC 3339).")
-    observed_generation: int | None = Field(None, description="Spec generation this condition was computed from.")
-
-
-class Progress(_Model):
-    step: int = Field(0, ge=0, description="Optimizer steps done.")
-    total_steps: int | None = Field(None, ge=0, description="Optimizer steps planned.")
-    reward: float | None = Field(None, description="Mean reward of the last step.")
-    reward_std: float | None = Field(None, description="Reward standard deviation of the last step.")
-    semantic_entropy: float | None = Field(None, description="Mean semantic entropy (nats) of the last step.")
-    filtered_fraction: float | None = Field(None, description="Share of prompts the group filter dropped.")
-    tokens_per_second: float | None = Field(None, description="Generated tokens per second in the last step.")
-    updated_at: str | None = Field(None, description="When the trainer last reported (RFC 3339).")
-
-
-class Checkpoint(_Model):
-    step: int = Field(ge=0, description="Step of the checkpoint.")
-    uri: str = Field(description="Where the checkpoint lives.")
-
-
-class EvalResult(_Model):
-    step: int = Field(ge=0, description="Step evaluated.")
-    accuracy: dict[str, float] = Field(default_factory=dict, description="Accuracy per benchmark (0-1).")
-    average: float | None = Field(None, description="Unweighted mean over the benchmarks.")
-    report_uri: str | None = Field(None, alias="reportURI", description="Where the report is.")
-
-
-class Preemption(_Model):
-    """Written by the trainer when a pod of the run was told to stop and the driver ended the attempt
-    on purpose (exit 75) with its last step checkpointed; the operator's next attempt resumes from it
-    and does not count it against maxRestarts."""
-
-    attempt: int = Field(ge=0, description="The attempt that was preempted.")
-    step: int | None = Field(None, ge=0, description="The step its checkpoint holds (what the next attempt resumes "
-                                                    "from); unset when it stopped before training started.")
-    time: str = Field(description="When the driver stopped (RFC 3339).")
-    message: str = Field("", max_length=1024, description="The driver's one-line account.")
-
-
-class EmpoRunStatus(_Model):
-    phase: Phase = Field(Phase.pending, description="Pending, Initializing, Running, Restarting, Suspended, Succeeded or Failed.")
-    conditions: list[Condition] = Field(default_factory=list, max_length=16, description="Kubernetes conditions.")
-    observed_generation: int | None = Field(None, description="Spec generation the status reflects.")
-    ray_job_name: str | None = Field(None, description="The RayJob of the current attempt.")
-    ray_cluster_name: str | None = Field(None, description="The RayCluster of the current attempt.")
-    dashboard_url: str | None = Field(None, alias="dashboardURL", description="Ray dashboard of the current attempt.")
-    job_deployment_status: str | None = Field(None, description="KubeRay jobDeploymentStatus, mirrored.")
-    job_status: str | None = Field(None, description="Ray job status, mirrored.")
-    restarts: int = Field(0, ge=0, description="Attempts started after the first (failures and preemptions).")
-    preemptions: int = Field(0, ge=0, description="Attempts that stopped with a checkpoint when told to (not counted "
-                                                  "against maxRestarts).")
-    last_preemption: Preemption | None = Field(None, description="The latest preempted attempt, as its trainer told it.")
-    next_attempt_time: str | None = Field(None, description="When the next attempt starts, while a restart backs off (RFC 3339).")
-    start_time: str | None = Field(None, description="When the first attempt started (RFC 3339).")
-    completion_time: str | None = Field(None, description="When the run ended (RFC 3339).")
-    step_progress: str | None = Field(None, description="step/totalSteps, for kubectl get.")
-    progress: Progress | None = Field(None, description="Pushed by the trainer every step.")
-    latest_checkpoint: Checkpoint | None = Field(None, description="The last committed checkpoint.")
-    last_eval: EvalResult | None = Field(None, description="The latest evaluation.")
 
 
 class ObjectMeta(BaseModel):

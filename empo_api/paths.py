@@ -17,6 +17,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from .redaction import quote
+from .uri import Uri
 
 # The API server's form of the two most dangerous cases (CEL with RE2): a '..' segment, a backslash.
 NO_TRAVERSAL_CEL = "!self.matches('(^|/)[.][.](/|$)') && !self.contains('\\\\')"
@@ -70,12 +71,12 @@ def local_path_problem(path: str) -> str | None:
 def source_problem(uri: str) -> str | None:
     """Why a storage, model or data location is refused: the key of s3://bucket/KEY and the id of
     hf://ID are checked as keys, local paths and Hub ids for '..'."""
-    if uri.startswith("s3://"):
-        key = uri[len("s3://"):].partition("/")[2]
-        problem = key_problem(key) if key else None
+    location = Uri.parse(uri)
+    if location.is_s3:
+        problem = key_problem(location.key) if location.key else None
         return f"the key after the bucket {problem}" if problem else None
-    if uri.startswith("hf://"):
-        problem = key_problem(uri[len("hf://"):])
+    if location.scheme == "hf":
+        problem = key_problem(location.key)
         return f"the dataset id after hf:// {problem}" if problem else None
     problem = local_path_problem(uri)
     return f"the path {problem}" if problem else None

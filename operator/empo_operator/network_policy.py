@@ -41,6 +41,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from empo_api.models import EmpoRun, WandbMode
+from empo_api.uri import Uri
 
 from .builders import DASHBOARD_PORT, LABEL_RUN, NAME_MAX, TRAINING_METRICS_PORT, fit_name, labels
 from .settings import Settings
@@ -75,7 +76,8 @@ def _endpoint(url: str) -> tuple[int, list[dict[str, Any]]]:
 
 
 def _from_hub(source: str) -> bool:
-    return source.startswith("hf://") or ("://" not in source and not source.startswith(("bundled:", "/", ".")))
+    uri = Uri.parse(source)
+    return uri.scheme == "hf" or (uri.scheme == "local" and not source.startswith(("/", ".")))
 
 
 def _own_pods(run: EmpoRun) -> dict[str, Any]:

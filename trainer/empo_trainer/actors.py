@@ -1,7 +1,8 @@
 """The Ray actors of a run: samplers (generation) and learners (TRL GRPOTrainer).
 
 Plain classes; the driver wraps them with `ray.remote` and places them by the placement plan.
-Each actor reads the spec from JSON so the same code runs on a laptop and on KubeRay pods.
+Each actor receives what the driver already parsed (the validated spec, the run's storage root,
+the prompts) and parses none of it again; the same code runs on a laptop and on KubeRay pods.
 """
 
 from __future__ import annotations
@@ -10,11 +11,14 @@ import os
 import shutil
 import warnings
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 from empo_api.models import EmpoRunSpec
 
 from . import lifeline
+
+if TYPE_CHECKING:
+    from .storage.layout import StorageLocation
 
 
 def _quiet() -> None:
@@ -40,14 +44,14 @@ def _threads(num_threads: int | None) -> None:
 
 
 class SamplerActor:
-    def __init__(self, spec_json: str, num_threads: int | None = None):
+    def __init__(self, spec: EmpoRunSpec, num_threads: int | None = None):
         from . import model_source
         from .sampling import make_sampler
 
         _threads(num_threads)
         _quiet()
         lifeline.watch()  # a local run's actors end with its driver
-        self.spec = EmpoRunSpec.model_validate_json(spec_json)
+        self.spec = spec
         path = model_source.resolve(self.spec.model.source, self.spec.model.revision)
         self.sampler = make_sampler(self.spec, path)
 
@@ -98,13 +102,15 @@ class SamplerActor:
 class LearnerActor:
     """Runs GRPOTrainer; streams events to `events` (a Ray queue) and commits checkpoints."""
 
-    def __init__(self, spec_json: str, namespace: str, name: str, examples: list[dict[str, Any]],
-                 work_dir: str, events: Any = None, samplers: list[Any] | None = None,
-                 num_threads: int | None = None, rank: int = 0, world_size: int = 1):
+    def __init__(self, spec: EmpoRunSpec, storage_root: StorageLocation, namespace: str, name: str,
+                 examples: list[dict[str, Any]], work_dir: str, events: Any = None,
+                 samplers: list[Any] | None = None, num_threads: int | None = None, rank: int = 0,
+                 world_size: int = 1):
         _threads(num_threads)
         _quiet()
         lifeline.watch()
-        self.spec = EmpoRunSpec.model_validate_json(spec_json)
+        self.spec = spec
+        self.storage_root = storage_root  # the driver's parse of storage.uri (storage.run_root)
         self.namespace, self.name = namespace, name
         self.examples = examples
         self.work_dir = Path(work_dir)
@@ -150,9 +156,9 @@ class LearnerActor:
             self.events.put(event)
 
     def _storage(self):
-        from .storage import open_run_storage
+        from .storage import open_run_root
 
-        return open_run_storage(self.spec.storage, self.namespace, self.name)
+        return open_run_root(self.storage_root, self.spec.storage)
 
     def _resume_dir(self, storage, fresh: bool) -> str | None:
         ref = None if fresh else storage.checkpoints.latest()
@@ -202,7 +208,7 @@ class LearnerActor:
         from types import SimpleNamespace
 
         from . import model_source
-        from .learner import RolloutEngine
+        from .rollout_engine import RolloutEngine
 
         final_eval = None
         wanted = self.rank == 0 and self.spec.eval.at_end and self.spec.eval.benchmarks
@@ -244,8 +250,10 @@ class LearnerActor:
         from trl import GRPOConfig
 
         from . import model_source
-        from .grpo import trainer_class
-        from .learner import RolloutEngine, grpo_config_kwargs, make_callback
+        from .grpo_trainer import trainer_class
+        from .rollout_engine import RolloutEngine
+        from .grpo_settings import grpo_config_kwargs
+        from .trainer_callback import make_callback
         from .rewards import build_reward_function
 
         os.environ.setdefault("TRL_EXPERIMENTAL_SILENCE", "1")

@@ -10,8 +10,9 @@ import random
 from typing import Any
 
 from empo_api.models import DatasetSpec, PromptSpec
+from empo_api.uri import Uri
 
-from . import sources
+from . import data_files
 from .sampling.chat import build_messages
 
 
@@ -33,7 +34,7 @@ def get_field(row: dict[str, Any], path: str) -> Any:
 
 
 def _format(spec: DatasetSpec) -> str:
-    fmt = spec.format or sources.format_of(spec.uri)
+    fmt = spec.format or data_files.format_of(spec.uri)
     if fmt is None:
         raise DatasetError(f"spec.dataset.format: cannot infer the format of {spec.uri!r}; set jsonl or parquet")
     return fmt
@@ -41,10 +42,10 @@ def _format(spec: DatasetSpec) -> str:
 
 def _read_rows(spec: DatasetSpec) -> list[dict[str, Any]]:
     try:
-        if spec.uri.startswith("hf://"):
-            return sources.read_hf_rows(spec.uri, spec.split)
-        return sources.parse_rows(sources.read_bytes(spec.uri), _format(spec))
-    except sources.SourceError as exc:
+        if Uri.parse(spec.uri).scheme == "hf":
+            return data_files.read_hf_rows(spec.uri, spec.split)
+        return data_files.parse_rows(data_files.read_bytes(spec.uri), _format(spec))
+    except data_files.SourceError as exc:
         raise DatasetError(f"spec.dataset.uri {spec.uri!r}: {exc}") from exc
 
 

@@ -24,8 +24,8 @@ from empo_api.placement import plan_placement
 from . import metrics_exporter, model_staging, preemption, tracking
 from .distributed import node_local_ranks
 from . import lifeline
-from .learner import total_steps
-from .progress import ProgressReporter
+from .grpo_settings import total_steps
+from .status_reporter import ProgressReporter
 
 
 @dataclass
@@ -103,7 +103,7 @@ def _work_dir(run: EmpoRun) -> Path:
     return cache_dir() / "runs" / run.namespace / run.name
 
 
-class _Progress:
+class _ProgressBar:
     """A tqdm bar with the numbers a person watches: reward, semantic entropy, tokens/s, ETA."""
 
     def __init__(self, total: int, initial: int, enabled: bool):
@@ -149,11 +149,12 @@ def _run(run: EmpoRun, steps: int | None, fresh: bool, progress: bool, num_cpus:
 
     from .actors import LearnerActor, SamplerActor
     from .data import load_examples
-    from .storage import open_run_storage
+    from .storage import open_run_root, run_root
 
     started = time.perf_counter()
     spec = run.spec
-    storage = open_run_storage(spec.storage, run.namespace, run.name)
+    root = run_root(spec.storage, run.namespace, run.name)  # storage.uri parsed once, here; the learners get it
+    storage = open_run_root(root, spec.storage)
     # Before reading LATEST: from here on a learner of an older attempt cannot move it (fencing).
     attempt = storage.claim_attempt(host=socket.gethostname(), pid=os.getpid())
     storage.clean_leftovers()  # temp files and multipart uploads of writers killed mid-write
@@ -168,8 +169,9 @@ def _run(run: EmpoRun, steps: int | None, fresh: bool, progress: bool, num_cpus:
     events = Queue()
     # The model is fetched once, here (the one pod with HF_TOKEN), into the run's storage; the
     # actors load that verified copy (model_staging.py).
+    # The actors get the validated spec itself (Ray pickles it): no JSON round trip, no second
+    # validation in every actor.
     actor_spec, _ = model_staging.stage(spec, storage)
-    spec_json = actor_spec.model_dump_json(by_alias=True)
     local = not os.environ.get("RAY_ADDRESS")
 
     def placed(cls, bundles, index):
@@ -184,12 +186,12 @@ def _run(run: EmpoRun, steps: int | None, fresh: bool, progress: bool, num_cpus:
     control = Queue()  # the driver's stop request to the learners (a learner polls it at each step end)
     samplers = []
     if not plan.colocated:
-        samplers = [placed(SamplerActor, plan.sampler_bundles, i).remote(spec_json, threads if local else None)
+        samplers = [placed(SamplerActor, plan.sampler_bundles, i).remote(actor_spec, threads if local else None)
                     for i in range(len(plan.sampler_bundles))]
         ray.get([s.ready.remote() for s in samplers])
     world = len(plan.learner_bundles)
     learners = [placed(LearnerActor, plan.learner_bundles, rank).remote(
-        spec_json, run.namespace, run.name, examples, str(_work_dir(run) / f"rank-{rank}"), events, samplers,
+        actor_spec, root, run.namespace, run.name, examples, str(_work_dir(run) / f"rank-{rank}"), events, samplers,
         max(1, threads // world) if local else None, rank, world) for rank in range(world)]
     if world > 1:  # data-parallel learners: torch.distributed rendezvous at rank 0's address
         address = ray.get(learners[0].rendezvous_address.remote())
@@ -200,7 +202,7 @@ def _run(run: EmpoRun, steps: int | None, fresh: bool, progress: bool, num_cpus:
     reporter = ProgressReporter.from_env()  # a no-op outside a cluster
     exporter = metrics_exporter.from_env(run.namespace, run.name)  # /metrics when EMPO_METRICS_PORT is set
     mlflow_run_id = tracking.mlflow_run(spec, run.namespace, run.name)  # before the learners attach to it
-    bar = _Progress(max_steps, latest.step if latest else 0, progress)
+    bar = _ProgressBar(max_steps, latest.step if latest else 0, progress)
     summary = RunSummary(run.name, run.namespace, storage.uri, 0, max_steps, None, None, None, 0.0)
     runs = [lr.train.remote(max_steps, fresh, attempt, control) for lr in learners]
     done = runs[0]

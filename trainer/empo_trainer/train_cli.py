@@ -74,7 +74,7 @@ def run(args: argparse.Namespace) -> int:
     except preemption.Preempted:
         line = "preempted before training started: nothing to checkpoint; the next run resumes from the latest checkpoint"
         print(f"{args.manifest}: {line}", file=sys.stderr)
-        from .progress import ProgressReporter
+        from .status_reporter import ProgressReporter
 
         reporter = ProgressReporter.from_env()
         reporter.preempted(None, line)

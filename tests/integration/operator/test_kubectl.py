@@ -5,7 +5,7 @@ import subprocess
 
 import pytest
 
-from empo_trainer.progress import ProgressReporter
+from empo_trainer.status_reporter import ProgressReporter
 from tests.integration.operator.conftest import REPO, OperatorProcess
 from tests.plugins.control_plane import pinned_kubectl
 from tests.plugins.kmock_server import wait_for

@@ -12,7 +12,7 @@ import kubernetes_validate
 import pytest
 
 from empo_api import schema_check
-from empo_trainer.progress import ProgressReporter
+from empo_trainer.status_reporter import ProgressReporter
 from tests.plugins.kmock_server import wait_for
 
 pytestmark = pytest.mark.timeout(90)

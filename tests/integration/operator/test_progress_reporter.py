@@ -5,7 +5,7 @@ import time
 
 import pytest
 
-from empo_trainer.progress import NullReporter, ProgressReporter
+from empo_trainer.status_reporter import NullReporter, ProgressReporter
 from tests.waiting import wait_for
 
 pytestmark = pytest.mark.timeout(60)

@@ -59,7 +59,7 @@ def main() -> None:
 
     from empo_trainer import model_source
     from empo_trainer.distributed import prepare
-    from empo_trainer.learner import grpo_config_kwargs
+    from empo_trainer.grpo_settings import grpo_config_kwargs
     from empo_trainer.learner_weights import is_sharded, iter_full_weights, local_numel
 
     world = int(os.environ.get("WORLD_SIZE", "1"))

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 from empo_api.models import EmpoRunSpec
-from empo_trainer.grpo import scale_group_advantages, trainer_class
-from empo_trainer.learner import grpo_config_kwargs
+from empo_trainer.grpo_trainer import scale_group_advantages, trainer_class
+from empo_trainer.grpo_settings import grpo_config_kwargs
 
 
 def _formula(rewards: list[float], group: int, eps: float) -> list[float]:
@@ -111,7 +111,8 @@ def test_several_updates_per_generation_clip_the_policy_ratio(tiny, tmp_path):
 
     kept = logs
     trainer.add_callback(Keep())
-    from empo_trainer.learner import RolloutEngine, make_callback
+    from empo_trainer.rollout_engine import RolloutEngine
+    from empo_trainer.trainer_callback import make_callback
 
     records = []
     def emit(event):
@@ -138,7 +139,8 @@ def test_a_stop_request_ends_training_after_its_step_with_that_step_committed_on
     # it (once, also when checkpointEvery=2 already saves it) and trains no further step
     spec = _spec(numGenerations=4, promptsPerStep=2)
     trainer, _, reward = _trainer(tiny, tmp_path, spec, 6, [1.0, 0.0], save_strategy="steps", save_steps=2)
-    from empo_trainer.learner import RolloutEngine, make_callback
+    from empo_trainer.rollout_engine import RolloutEngine
+    from empo_trainer.trainer_callback import make_callback
 
     records, committed = [], []
 

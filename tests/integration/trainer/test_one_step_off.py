@@ -17,7 +17,7 @@ import torch
 from empo_api.models import EmpoRunSpec
 from empo_trainer import model_source
 from empo_trainer.actors import SamplerActor
-from empo_trainer.learner import RolloutEngine
+from empo_trainer.rollout_engine import RolloutEngine
 from empo_trainer.sampling import SamplingParams, stream_seed
 from empo_trainer.sampling.transformers_backend import TransformersSampler
 
@@ -85,7 +85,7 @@ def _same(result, generations):
 
 def test_each_rollout_comes_from_the_policy_its_staleness_allows(ray_local):  # noqa: F811
     policies = _policies(3)
-    actor = ray_local.remote(num_cpus=0)(SamplerActor).remote(_spec(1).model_dump_json(by_alias=True))
+    actor = ray_local.remote(num_cpus=0)(SamplerActor).remote(_spec(1))
     for staleness in (1, 0):  # one engine for both (an actor takes long to start on a busy machine)
         spec = _spec(staleness)
         got = _rollouts(actor, spec, policies, fresh_engine=staleness == 1)

@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from empo_api.models import EmpoRunSpec
-from empo_trainer.learner import RolloutEngine
+from empo_trainer.rollout_engine import RolloutEngine
 from empo_trainer.sampling import Generation
 
 from .test_grpo import _spec as _grpo_spec
@@ -85,6 +85,6 @@ def test_trl_passes_what_the_engine_expects(tiny, tmp_path):  # noqa: F811
     args = trainer.args
     assert len(prompts) == args.per_device_train_batch_size * args.steps_per_generation == 8
     assert all(prompts[i] == prompts[i - i % 4] for i in range(8)) and prompts[0] != prompts[4]
-    from empo_trainer.learner import _group_starts
+    from empo_trainer.rollout_engine import _group_starts
 
     assert _group_starts(prompts, 4, 8) == [prompts[0], prompts[4]]

@@ -9,7 +9,7 @@ import torch
 from empo_api.models import EmpoRunSpec
 from empo_trainer import model_source
 from empo_trainer.actors import SamplerActor
-from empo_trainer.learner import RolloutEngine
+from empo_trainer.rollout_engine import RolloutEngine
 from empo_trainer.sampling import SamplingParams
 from empo_trainer.sampling.transformers_backend import TransformersSampler
 
@@ -44,7 +44,7 @@ def test_sync_makes_the_remote_sampler_generate_like_the_learner(ray_local):
     tokenizer = model_source.load_tokenizer(path)
     expected = [g.completion_ids for g in TransformersSampler.from_model(learner_model, tokenizer).generate(PROMPTS, GREEDY)]
 
-    remote = ray_local.remote(num_cpus=0)(SamplerActor).remote(SPEC.model_dump_json(by_alias=True))
+    remote = ray_local.remote(num_cpus=0)(SamplerActor).remote(SPEC)
     before = [g.completion_ids for g in ray_local.get(remote.generate.remote(PROMPTS, GREEDY))]
     assert before != expected
 
@@ -117,7 +117,7 @@ GPU_SPEC = EmpoRunSpec.model_validate({
 def test_an_engine_on_the_learners_gpu_gets_weights_through_the_object_store(ray_local, monkeypatch):
     """A local run on one GPU puts the vLLM engine and the learner on the same device, where NCCL
     refuses two ranks; before, the sync went to NCCL all the same (and failed there)."""
-    import empo_trainer.learner as learner_mod
+    import empo_trainer.rollout_engine as learner_mod
     from empo_trainer.weight_sync import ObjectStoreSync
 
     monkeypatch.setattr(learner_mod, "_cuda_available", lambda: True)

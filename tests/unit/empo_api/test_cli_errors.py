@@ -158,7 +158,7 @@ def test_the_installed_command_exits_2_without_a_traceback(tmp_path):
 def test_one_spec_error_for_the_operator_and_the_trainer():
     from empo_api.errors import SpecError
     from empo_operator import defaults, rayjob
-    from empo_trainer import learner, tracking
+    from empo_trainer import grpo_settings, tracking
 
-    assert defaults.SpecError is rayjob.SpecError is learner.SpecError is SpecError
+    assert defaults.SpecError is rayjob.SpecError is grpo_settings.SpecError is SpecError
     assert issubclass(defaults.DefaultsError, SpecError) and issubclass(tracking.TrackingError, SpecError)

@@ -7,7 +7,7 @@ from trl import GRPOConfig
 from empo_api.models import EmpoRunSpec
 from empo_trainer.distributed import (DeviceError, fsdp_kwargs, learner_uses_cpu, node_local_ranks,
                                       rank_environment)
-from empo_trainer.learner import grpo_config_kwargs
+from empo_trainer.grpo_settings import grpo_config_kwargs
 
 
 def spec(sampler=None, **learner):

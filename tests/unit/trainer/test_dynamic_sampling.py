@@ -8,7 +8,8 @@ import pytest
 
 from empo_api.models import EmpoRunSpec
 from empo_trainer.dynamic_sampling import GroupRefill, draw_indices, refill
-from empo_trainer.learner import RolloutEngine, RolloutStats, step_record
+from empo_trainer.rollout_engine import RolloutEngine, RolloutStats
+from empo_trainer.trainer_callback import step_record
 from empo_trainer.rewards.engine import RewardEngine
 from empo_trainer.sampling.base import Generation
 

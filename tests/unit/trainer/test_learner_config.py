@@ -5,8 +5,9 @@ from pydantic import ValidationError
 from trl import GRPOConfig
 
 from empo_api.models import EmpoRunSpec
-from empo_trainer.learner import (RolloutStats, SpecError, _group_starts, batch_geometry, grpo_config_kwargs,
-                                  step_record, total_steps)
+from empo_trainer.grpo_settings import SpecError, batch_geometry, grpo_config_kwargs, total_steps
+from empo_trainer.rollout_engine import RolloutStats, _group_starts
+from empo_trainer.trainer_callback import step_record
 
 
 def spec(**algorithm):

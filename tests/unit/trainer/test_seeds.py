@@ -10,7 +10,7 @@ import pytest
 
 from empo_api.models import EmpoRunSpec
 from empo_trainer import model_source
-from empo_trainer.learner import RolloutEngine
+from empo_trainer.rollout_engine import RolloutEngine
 from empo_trainer.sampling import SamplingParams, prompt_seeds
 from empo_trainer.sampling.transformers_backend import TransformersSampler
 

@@ -15,7 +15,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from .. import sources
+from empo_api.uri import Uri
+
+from .. import data_files
 from ..data import get_field
 
 # Installed packages find the data next to the source tree; images may point elsewhere.
@@ -135,8 +137,8 @@ def _local_path(uri: str) -> Path:
 def parse_rows(data: bytes, uri: str) -> list[dict[str, Any]]:
     """Rows of a .jsonl, .json (a list) or .parquet file."""
     try:
-        return sources.parse_rows(data, sources.format_of(uri) or "jsonl")
-    except sources.SourceError as exc:
+        return data_files.parse_rows(data, data_files.format_of(uri) or "jsonl")
+    except data_files.SourceError as exc:
         raise BenchmarkError(f"{uri}: {exc}") from None
 
 
@@ -144,12 +146,13 @@ def read_rows(uri: str, split: str = "test") -> list[dict[str, Any]]:
     """Rows of one source, or of several joined with commas (read in order, concatenated)."""
     if "," in uri:
         return [row for part in uri.split(",") for row in read_rows(part.strip(), split)]
-    local = None if uri.startswith(("s3://", "hf://")) else _local_path(uri)
+    scheme = Uri.parse(uri).scheme
+    local = None if scheme in ("s3", "hf") else _local_path(uri)
     try:
-        if uri.startswith("hf://"):
-            return sources.read_hf_rows(uri, split)
-        data = sources.read_bytes(uri, local)
-    except sources.SourceError as exc:
+        if scheme == "hf":
+            return data_files.read_hf_rows(uri, split)
+        data = data_files.read_bytes(uri, local)
+    except data_files.SourceError as exc:
         where = f" (looked in ${DATA_ROOT_ENV}, the current folder and {REPO_ROOT})" if local else ""
         raise BenchmarkError(f"{uri}: {exc}{where}") from exc
     return parse_rows(data, uri)

@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from empo_api.uri import Uri
+
 from ..storage import LocalBackend, RunStorage
 from ..storage.errors import ObjectNotFoundError
 
@@ -296,7 +298,7 @@ def open_run(source: str | Path | RunStorage, *, endpoint: str | None = None, re
     if isinstance(source, RunStorage):
         return source
     text = str(source)
-    if text.startswith("s3://"):
+    if Uri.parse(text).is_s3:
         from ..storage import S3Backend, S3Options
         from ..storage.layout import StorageLocation
 

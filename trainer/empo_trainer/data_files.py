@@ -1,7 +1,8 @@
 """Rows of a data file from a local path, an s3:// object or a Hugging Face dataset (hf://org/name).
 
 Shared by training prompts (data.py) and benchmarks (evaluation/benchmarks.py); callers wrap
-SourceError in their own error type so the message names their spec field or benchmark.
+SourceError in their own error type so the message names their spec field or benchmark. Models
+are not data files: model_source.py resolves spec.model.source.
 """
 
 from __future__ import annotations
@@ -11,6 +12,8 @@ import json
 import os
 from pathlib import Path
 from typing import Any
+
+from empo_api.uri import Uri
 
 
 class SourceError(ValueError):
@@ -48,14 +51,15 @@ def read_hf_rows(uri: str, split: str) -> list[dict[str, Any]]:
     import datasets
 
     try:  # offline runs read only what is already in the local Hugging Face cache
-        return list(datasets.load_dataset(uri[len("hf://"):], split=split))
+        return list(datasets.load_dataset(Uri.parse(uri).key, split=split))
     except Exception as exc:  # offline, missing, private: one clear message
         raise SourceError(f"cannot load the Hugging Face dataset: {exc}") from exc
 
 
 def read_bytes(uri: str, local_path: Path | None = None) -> bytes:
     """The bytes of an s3:// object (endpoint from AWS_ENDPOINT_URL) or of a local file."""
-    if uri.startswith("s3://"):
+    location = Uri.parse(uri)
+    if location.is_s3:
         from empo_api.paths import source_problem
 
         problem = source_problem(uri)  # the models refuse it; this holds for URIs that never went through them
@@ -64,7 +68,7 @@ def read_bytes(uri: str, local_path: Path | None = None) -> bytes:
 
         from .storage.outage import s3_client
 
-        bucket, _, key = uri[len("s3://"):].partition("/")
+        bucket, key = location.bucket, location.key
         client = s3_client(os.environ.get("AWS_ENDPOINT_URL") or None)
         try:
             return client.get_object(Bucket=bucket, Key=key)["Body"].read()
