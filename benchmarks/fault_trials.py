@@ -97,21 +97,11 @@ class Snapshot:
 
 
 def parse_metrics(body: str) -> tuple[list[dict], int]:
-    """(records, torn lines) of a metrics.jsonl body: a line that is not a JSON object with an
-    integer step (the end of an append cut short) is counted, not kept."""
-    records, torn = [], 0
-    for line in body.splitlines():
-        if not line.strip():
-            continue
-        try:
-            record = json.loads(line)
-        except ValueError:
-            record = None
-        if isinstance(record, dict) and isinstance(record.get("step"), int):
-            records.append(record)
-        else:
-            torn += 1
-    return records, torn
+    """(records, torn lines) of a metrics.jsonl body, read as the trainer reads it on resume."""
+    from empo_trainer.storage.layout import parse_metrics as trainer_parse
+
+    records, torn = trainer_parse(body)
+    return records, len(torn)
 
 
 def newest_attempt(keys: list[str]) -> int:

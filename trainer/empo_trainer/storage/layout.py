@@ -36,6 +36,26 @@ _STEP_DIR = re.compile(r"^step-(\d{6,})$")
 _HASH_BLOCK = 8 * 1024 * 1024
 
 
+def parse_metrics(text: str) -> tuple[list[dict[str, Any]], list[int]]:
+    """(records, numbers of the lines that are not one) of a metrics.jsonl body: a line that is not
+    a JSON object with an integer step (the torn end of an append whose writer was killed) is not a
+    record; blank lines are neither."""
+    records: list[dict[str, Any]] = []
+    torn: list[int] = []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            record = None
+        if isinstance(record, dict) and isinstance(record.get("step"), int):
+            records.append(record)
+        else:
+            torn.append(number)
+    return records, torn
+
+
 def step_dir(step: int) -> str:
     """'step-000120': zero-padded so names sort in step order."""
     if step < 0:

@@ -27,7 +27,8 @@ from empo_api.models import StorageSpec
 from .backends import Backend, LocalBackend, S3Backend, S3Options
 from .checkpoints import CheckpointStore
 from .errors import ObjectNotFoundError, StorageError, SupersededError
-from .layout import ATTEMPTS, METRICS_KEY, REPORT_KEY, StorageLocation, attempt_key, clean_key, newest_attempt
+from .layout import (ATTEMPTS, METRICS_KEY, REPORT_KEY, StorageLocation, attempt_key, clean_key, newest_attempt,
+                     parse_metrics)
 
 log = logging.getLogger("empo_trainer.storage")
 MAX_CLAIM_TRIES = 64  # numbers taken by concurrent claimers before this one gives up
@@ -183,21 +184,11 @@ class RunStorage:
             data = self.backend.get_bytes(METRICS_KEY)
         except ObjectNotFoundError:
             return [], 0
-        records, torn = [], 0
-        for number, line in enumerate(data.decode("utf-8", "replace").splitlines(), 1):
-            if not line.strip():
-                continue
-            try:
-                record = json.loads(line)
-            except ValueError:
-                record = None
-            if isinstance(record, dict) and isinstance(record.get("step"), int):
-                records.append(record)
-            else:
-                torn += 1
-                log.warning("%s line %d is not a metrics record (a writer killed mid-append?); skipped",
-                            self.uri_of(METRICS_KEY), number)
-        return records, torn
+        records, torn = parse_metrics(data.decode("utf-8", "replace"))
+        for number in torn:
+            log.warning("%s line %d is not a metrics record (a writer killed mid-append?); skipped",
+                        self.uri_of(METRICS_KEY), number)
+        return records, len(torn)
 
     def trim_metrics(self, keep_through_step: int) -> int:
         """Keep the records up to `keep_through_step` (where a resumed attempt starts), each step
