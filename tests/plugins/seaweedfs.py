@@ -51,6 +51,9 @@ import pytest
 from tests.plugins.lifetime import die_with_parent
 
 READY_TIMEOUT_S = 30.0
+# A write that cannot finish in this time will not finish: SeaweedFS's filer retries a volume
+# assignment for two minutes before it answers InternalError.
+WRITE_PROBE_TIMEOUT_S = 30.0
 STOP_TIMEOUT_S = 30.0
 # Recognisable but fake; tests search outputs for these to prove secrets never leak.
 ADMIN_ACCESS_KEY = "EMPOTESTADMINKEY"
@@ -177,6 +180,38 @@ def _wait_ready(proc: subprocess.Popen, endpoint: str, log_path: Path) -> None:
     raise RuntimeError(f"weed mini did not answer on {endpoint} within {READY_TIMEOUT_S}s; log:\n{log_path.read_text()[-3000:]}")
 
 
+def _disk_free(path: Path) -> str:
+    usage = shutil.disk_usage(path)
+    return f"{usage.free / 2**20:,.0f} MiB free of {usage.total / 2**30:,.1f} GiB under {path}"
+
+
+def _last_errors(log_path: Path, count: int = 3) -> str:
+    errors = [line for line in log_path.read_text(errors="replace").splitlines() if line.startswith(("E", "F"))]
+    return "\n".join(errors[-count:]) or "(no error lines)"
+
+
+def _probe_write(server: "S3Server") -> None:
+    """Store and delete one object. The S3 port answers before the volume server can store: a
+    machine short of disk (SeaweedFS keeps no volume below about 1% free) passes the readiness
+    check and then stalls every PUT for two minutes, which once cost a CI run its time limit. Fail
+    the session's S3 tests at once instead, saying why."""
+    from botocore.config import Config
+
+    client = server.client(config=Config(
+        s3={"addressing_style": "path"}, retries={"total_max_attempts": 1},
+        connect_timeout=5, read_timeout=WRITE_PROBE_TIMEOUT_S))
+    bucket = f"probe-{uuid.uuid4().hex[:12]}"
+    try:
+        client.create_bucket(Bucket=bucket)
+        client.put_object(Bucket=bucket, Key="probe", Body=b"probe")
+        client.delete_object(Bucket=bucket, Key="probe")
+        client.delete_bucket(Bucket=bucket)
+    except Exception as err:
+        raise RuntimeError(
+            f"SeaweedFS at {server.endpoint} answers but cannot store an object ({_disk_free(server.data_dir)}): "
+            f"{type(err).__name__}: {err}; its last errors:\n{_last_errors(server.log_path)}") from err
+
+
 def _stop(proc: subprocess.Popen) -> None:
     if proc.poll() is not None:
         return
@@ -242,6 +277,7 @@ def start_seaweedfs(workdir: Path, ip: str = "127.0.0.1") -> Iterator[S3Server]:
     )
     try:
         _wait_ready(proc, endpoint, log_path)
+        _probe_write(server)
         yield server
     finally:
         _stop(server._proc)  # the one running now (start_server may have replaced the first)

@@ -12,6 +12,8 @@ cache=${EMPO_TOOLS_CACHE:-$HOME/.cache/empo-tools}
 # -trimpath makes the build cache independent of where the checkout and module cache live.
 export GOFLAGS="-trimpath -buildvcs=false"
 
+built_any=0
+
 # version MODULE DIR: the pinned version of MODULE in DIR/go.mod.
 version() {
   awk -v m="$1" '$1 == m && $2 ~ /^v/ {print $2; exit} $1 == "require" && $2 == m {print $3; exit}' "$2/go.mod"
@@ -67,6 +69,7 @@ build() {
     chmod u+w "$out.tmp/crds"/*.yaml "$out.tmp/webhook"/*.yaml
   fi
   echo "$stamp" > "$out.tmp/stamp"
+  built_any=1
   rm -rf "$out"
   mv "$out.tmp" "$out"
   flock -u "$lock"
@@ -98,3 +101,8 @@ build helm helm.sh/helm/v3 "-X helm.sh/helm/v3/internal/version.version={version
 # Queueing, admission and preemption of RayJobs (tests/plugins/kueue.py); the version stamp is the
 # one Kueue's Makefile sets (it logs it at start).
 build kueue sigs.k8s.io/kueue "-X sigs.k8s.io/kueue/pkg/version.GitVersion={version}" sigs.k8s.io/kueue/cmd/kueue
+# The binaries are the cache; Go's build cache (gigabytes after Kubernetes) would only speed up a
+# rebuild after a version change, and a machine short of disk fails SeaweedFS and the node instead.
+if (( built_any )); then
+  go clean -cache
+fi
