@@ -57,7 +57,7 @@ images: node-packages
 # the image builds both: do all at once.
 test:
 	$(MAKE) -j3 venv k8s-tools images
-	$(PY) -m pytest -q tests/unit tests/integration tests/e2e
+	$(PY) -m pytest -q --durations=30 tests/unit tests/integration tests/e2e
 
 # The fast tier: the venv only; no server, cluster, Ray or training starts (docs/testing.md).
 test-unit: venv

@@ -235,7 +235,8 @@ def start_seaweedfs(workdir: Path, ip: str = "127.0.0.1") -> Iterator[S3Server]:
     config.chmod(0o600)
     (master, master_grpc, volume, volume_grpc, filer, filer_grpc, s3, s3_grpc, admin, admin_grpc) = _free_ports(10)
     args = [
-        weed_binary(), "mini",
+        # Its own log files (glog) go beside its data, not into /tmp, where they would outlive it.
+        weed_binary(), f"-logdir={workdir}", "mini",
         f"-dir={data_dir}", f"-ip={ip}", f"-ip.bind={ip}",
         f"-master.port={master}", f"-master.port.grpc={master_grpc}",
         f"-volume.port={volume}", f"-volume.port.grpc={volume_grpc}",
