@@ -52,6 +52,18 @@ async def queue_problem(kube: Kube, namespace: str, queue: str) -> tuple[str, st
     return None
 
 
+def preempted(status: dict[str, Any], attempt: int) -> bool:
+    """Whether the attempt's end is its preemption: its trainer wrote status.lastPreemption naming it,
+    and reported no step since. Kueue readmits a preempted attempt in the same RayJob, and its trainer
+    resumes and trains on; a failure after that is a failure, not the old preemption's free restart."""
+    last = status.get("lastPreemption") or {}
+    if last.get("attempt") != attempt:
+        return False
+    stopped = parse_time(last.get("time"))
+    reported = parse_time((status.get("progress") or {}).get("updatedAt"))
+    return stopped is None or reported is None or reported <= stopped
+
+
 def pre_running_expired(rayjob: dict[str, Any] | None, deadline: int | None, status: dict[str, Any]) -> bool:
     """Whether the attempt has waited longer than `deadline` to run: since its RayJob was created,
     or since the user lifted a suspend (a resumed run waits for its GPUs again)."""

@@ -214,7 +214,7 @@ async def _observe_attempt(kube: Kube, settings: Settings, run: dict[str, Any], 
     deadline = spec.get("preRunningDeadlineSeconds") or (None if queued else settings.pre_running_deadline_seconds)
     return Observation(rayjob=rayjob, rayjob_name=rj_name, suspend=bool(spec.get("suspend", False)),
                        restarts=attempt, max_restarts=int(spec.get("maxRestarts", 3)),
-                       preempted=(status.get("lastPreemption") or {}).get("attempt") == attempt,
+                       preempted=observe.preempted(status, attempt),
                        preemptions=int(status.get("preemptions") or 0),
                        generation=run["metadata"].get("generation"), problem=problem, queued=queued,
                        pre_running_expired=observe.pre_running_expired(rayjob, deadline, status),

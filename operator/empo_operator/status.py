@@ -40,8 +40,9 @@ Conditions (kstatus: Reconciling and Stalled are "abnormal-true"; Argo CD and Fl
 | Failed       | False | False                           | True    | False     | False     | True   |
 
 "preempted": the attempt's trainer wrote status.lastPreemption naming it (a pod of the run was told
-to stop and the driver ended the attempt after checkpointing its step); restarts counts it, but the
-comparison with maxRestarts leaves out status.preemptions.
+to stop and the driver ended the attempt after checkpointing its step) and reported no step since (an
+attempt Kueue readmitted trains on in the same RayJob; its later failure is a failure: observe.preempted);
+restarts counts it, but the comparison with maxRestarts leaves out status.preemptions.
 
 A refused spec change (immutable field, or a change the models reject) keeps the phase and sets
 Stalled True with the field in the message until the spec is put back. While the attempt is not
