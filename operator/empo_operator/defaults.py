@@ -18,6 +18,7 @@ from typing import Any, Mapping
 
 from empo_api.errors import SpecError
 from empo_api.models import EmpoRun, EmpoRunSpec
+from empo_api.uri import Uri
 
 from .settings import Settings
 
@@ -51,12 +52,13 @@ def effective_spec(spec: EmpoRunSpec, defaults: Defaults) -> EmpoRunSpec:
         wire["ray"]["image"] = defaults.image
     if "uri" not in spec.storage.model_fields_set and defaults.storage_uri:
         wire["storage"]["uri"] = defaults.storage_uri
-    if not spec.storage.endpoint and defaults.s3_endpoint and wire["storage"]["uri"].startswith("s3://"):
+    uri = Uri.parse(wire["storage"]["uri"])
+    if not spec.storage.endpoint and defaults.s3_endpoint and uri.is_s3:
         wire["storage"]["endpoint"] = defaults.s3_endpoint
     if "uri" not in spec.storage.model_fields_set and not defaults.storage_uri:
         raise DefaultsError("spec.storage.uri is unset and the operator has no default storage "
                             "(Helm value storage.defaultUri): set spec.storage.uri to s3://bucket/prefix")
-    if not wire["storage"]["uri"].startswith("s3://"):
+    if not uri.is_s3:
         # The run's pods have no volume for it: checkpoints would die with the pod.
         raise SpecError(f"spec.storage.uri {wire['storage']['uri']!r} is a path inside the pod, lost when the "
                         f"pod goes; on a cluster use s3://bucket/prefix")
