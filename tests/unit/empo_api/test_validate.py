@@ -56,6 +56,7 @@ _DELETE = object()
 BAD = [
     ("spec.algorithm.numGenerations", 1, "greater than or equal to 2"),
     ("spec.algorithm.numGenerations", "seven", "valid integer"),
+    ("spec.algorithm.numGenerations", 257, "less than or equal to 256"),
     ("spec.algorithm.loss", "ppo", "'grpo'"),
     ("spec.algorithm.temperature", 0, "greater than 0"),
     ("spec.storage.uri", "s3://", "not a valid s3:// URI"),

@@ -38,20 +38,11 @@ def prompt_question(prompt: Any) -> str:
     return str(prompt)
 
 
-def split_groups(n: int, group_size: int, prompts: Sequence[Any]) -> list[range]:
-    """Consecutive groups of group_size samples; each must share one prompt."""
-    if n % group_size:
-        raise ValueError(
-            f"the reward function got {n} completions, not a multiple of algorithm.numGenerations ({group_size}); "
-            "each process's generation batch must hold whole groups (per-device batch x steps per generation "
-            "divisible by numGenerations)")
-    groups = [range(s, s + group_size) for s in range(0, n, group_size)]
-    for g in groups:
-        if any(prompts[i] != prompts[g.start] for i in g):
-            raise ValueError(
-                f"completions {g.start}..{g.stop - 1} should share one prompt (a group of algorithm.numGenerations "
-                f"= {group_size}) but do not; TRL must pass whole groups of consecutive samples")
-    return groups
+def split_groups(n: int, group_size: int) -> list[range]:
+    """Consecutive groups of group_size samples, one prompt each: TRL's layout. Whole groups are the
+    spec validator's check (EmpoRunSpec._split_batch); that a group's copies share one prompt, the
+    rollout engine's (rollout_engine._one_per_group), before any of them was sampled."""
+    return [range(s, s + group_size) for s in range(0, n, group_size)]
 
 
 def build_reward_function(spec: EmpoRunSpec, equivalence: Equivalence | None = None) -> Callable[..., list[float]]:
@@ -65,7 +56,7 @@ def build_reward_function(spec: EmpoRunSpec, equivalence: Equivalence | None = N
     group_size = spec.algorithm.num_generations
 
     def reward(prompts: Sequence[Any], completions: Sequence[Any], **kwargs: Any) -> list[float]:
-        groups = split_groups(len(completions), group_size, prompts)
+        groups = split_groups(len(completions), group_size)
         questions_column = kwargs.get("question")
         questions = [str(questions_column[g.start]) if questions_column is not None else prompt_question(prompts[g.start])
                      for g in groups]

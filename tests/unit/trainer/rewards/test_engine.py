@@ -8,7 +8,7 @@ from types import SimpleNamespace
 import pytest
 
 from empo_trainer.rewards.engine import RewardEngine, gold_answer
-from empo_trainer.rewards.trl_adapter import build_reward_function, completion_text, split_groups
+from empo_trainer.rewards.trl_adapter import build_reward_function, completion_text
 
 from .conftest import make_spec
 
@@ -102,15 +102,6 @@ def test_trl_reward_function_without_gold_has_no_label_accuracy(math_eq):
     fn = build_reward_function(make_spec(numGenerations=2), math_eq)
     assert fn(prompts=["p", "p"], completions=boxed(1, 1)) == [1.0, 1.0]
     assert "label_accuracy" not in fn.last_stats
-
-
-@pytest.mark.parametrize("n, prompts, message", [
-    (6, ["p"] * 6, "not a multiple of algorithm.numGenerations (4)"),
-    (8, ["p"] * 3 + ["q"] * 5, "should share one prompt"),
-])
-def test_partial_groups_are_refused(n, prompts, message):
-    with pytest.raises(ValueError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        split_groups(n, 4, prompts)
 
 
 def test_completion_text():
