@@ -33,43 +33,24 @@ def _process_index(trainer: Any) -> int:
     return getattr(getattr(trainer, "accelerator", None), "process_index", 0)
 
 
-def _group_starts(prompts: Sequence[Any], group: int, per_process: int | None = None) -> list[Any]:
-    """The unique prompts of one rollout call; the engine samples G completions for each.
+def _one_per_group(prompts: Sequence[Any], group: int) -> list[Any]:
+    """The prompts the engines sample, one per group of G copies.
 
-    TRL's rollout_func contract says a process's prompts arrive without duplication, while TRL
-    1.16's sampler (RepeatSampler) passes every prompt G times in a row. Which one arrived is
-    decided by the count TRL expects (`per_process` completions per generation on this process):
-    len x G of it means unique prompts, len of it means copies, and copies must be copies, so
-    a change in TRL fails here instead of grouping the wrong prompts. Without the count (a
-    trainer that has none), G identical prompts in a row are copies, anything else unique."""
-    if per_process is not None:
-        if len(prompts) * group == per_process:
-            return list(prompts)
-        if len(prompts) != per_process:
+    TRL owns the repetition: its RepeatSampler hands rollout_func every prompt G times in a row
+    (TRL 1.16; the rollout_func docstring's "no duplication" is not what it does) and takes one
+    completion per copy back. The engines sample G completions per prompt (SamplingParams.n: one
+    prefill, one seed per prompt), so the copies are collapsed here, the engine's only place for it,
+    and __call__ answers with each prompt's G completions in its copies' places. That whole groups
+    reach each process is the spec validator's check (EmpoRunSpec._split_batch); copies that are not
+    copies mean a TRL that passes prompts another way, which would silently train on wrong prompts."""
+    starts = list(prompts[::group])
+    for i, prompt in enumerate(prompts):
+        if prompt != starts[i // group]:
             raise RuntimeError(
-                f"rollout got {len(prompts)} prompts; TRL's batch on this process holds {per_process} completions, "
-                f"so either {per_process // group} unique prompts or {per_process} (numGenerations={group} copies each)")
-    elif len(prompts) % group:
-        return list(prompts)
-    starts = [prompts[i] for i in range(0, len(prompts), group)]
-    for k, first in enumerate(starts):
-        if any(prompts[k * group + j] != first for j in range(1, group)):
-            if per_process is None:
-                return list(prompts)
-            raise RuntimeError(
-                f"rollout got {len(prompts)} prompts, as many as TRL's completions on this process, but they are "
-                f"not numGenerations={group} copies of each prompt in a row (prompt {k * group + 1} differs from "
-                f"prompt {k * group}): the installed TRL passes prompts in a way this engine does not know")
+                f"rollout got {len(prompts)} prompts that are not numGenerations={group} copies of each prompt in a "
+                f"row (prompt {i} differs from prompt {i - i % group}): the installed TRL passes prompts in a way "
+                "this engine does not know")
     return starts
-
-
-def _per_process_completions(trainer: Any) -> int | None:
-    """Completions one generation holds on this process (TRL's per-device batch x steps_per_generation)."""
-    args = getattr(trainer, "args", None)
-    try:
-        return int(args.per_device_train_batch_size) * int(args.steps_per_generation)
-    except (AttributeError, TypeError):
-        return None
 
 
 @dataclass
@@ -96,7 +77,8 @@ class _Pending:
     """A rollout sampled ahead (one-step-off)."""
 
     step: int  # the global step whose rollout it is
-    prompts: list[Any]  # its unique prompts, checked against the ones TRL passes at that step
+    passed: list[Any]  # the prompts as TRL will pass them at that step (G copies each), to recognise them
+    prompts: list[Any]  # one per group, as the engines sample them
     launched: list[tuple[int, Any]]  # RolloutEngine._launch's futures
     version: int  # the learner step whose weights the engines hold when they sample it
     loads: list[Any] = field(default_factory=list)  # weight loads queued before it (overlapped sync)
@@ -271,21 +253,23 @@ class RolloutEngine:
         at = step + a.updates_per_generation
         if not ahead or at >= trainer.state.max_steps:  # the epoch's last generation, or the run's
             return
-        unique = _group_starts(ahead, a.num_generations, _per_process_completions(trainer))
+        unique = _one_per_group(ahead, a.num_generations)
         loads = self.sync(trainer, wait=False) if step != self._synced_step else []
         params = self._params(at, trainer)
-        self._pending = _Pending(at, unique, self._launch(unique, params, timed=True), self._synced_step, loads)
+        self._pending = _Pending(at, list(ahead), unique, self._launch(unique, params, timed=True),
+                                 self._synced_step, loads)
 
     def __call__(self, prompts: list[Any], trainer: Any) -> dict[str, list]:
         a = self.spec.algorithm
         step = trainer.state.global_step
         self.stats.sync_seconds, self.stats.sync_bytes = 0.0, 0
         start = time.perf_counter()
-        unique = _group_starts(prompts, a.num_generations, _per_process_completions(trainer))
-        self.stats.batch_digest = hashlib.sha1(json.dumps(unique, sort_keys=True).encode()).hexdigest()[:12]
         pending, self._pending = self._pending, None
+        taken = pending is not None and pending.step == step and pending.passed == list(prompts)
+        unique = pending.prompts if taken else _one_per_group(prompts, a.num_generations)
+        self.stats.batch_digest = hashlib.sha1(json.dumps(unique, sort_keys=True).encode()).hexdigest()[:12]
         engine_seconds = None
-        if pending is not None and pending.step == step and pending.prompts == unique:
+        if taken:
             # sampled ahead, by the weights of step pending.version, while the learner updated
             from .weight_sync import _Deadline
 

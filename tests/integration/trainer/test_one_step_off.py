@@ -59,6 +59,11 @@ def _expected(policy, spec: EmpoRunSpec, step: int, prompts):
     return TransformersSampler.from_model(policy, tokenizer, a.max_prompt_length).generate(prompts, params)
 
 
+def _as_trl_passes(prompts):
+    """TRL's sampler repeats every prompt G times in a row (the engine samples each once, n=G)."""
+    return [p for p in prompts for _ in range(G)]
+
+
 def _rollouts(actor, spec: EmpoRunSpec, policies, fresh_engine: bool):
     """Drive a RolloutEngine as TRL would: at step s the learner holds policies[s], the trainer
     peeked the next step's prompts; returns each step's output and the engine's stats."""
@@ -69,8 +74,8 @@ def _rollouts(actor, spec: EmpoRunSpec, policies, fresh_engine: bool):
     for s in range(steps):
         trainer = SimpleNamespace(
             model=policies[s], state=SimpleNamespace(global_step=s, max_steps=steps), args=None,
-            next_generation_prompts=PROMPTS[s + 1] if s + 1 < steps else None)
-        result = engine(PROMPTS[s], trainer)
+            next_generation_prompts=_as_trl_passes(PROMPTS[s + 1]) if s + 1 < steps else None)
+        result = engine(_as_trl_passes(PROMPTS[s]), trainer)
         out.append((result, engine.stats.policy_version, engine.stats.staleness))
     return out
 

@@ -1,7 +1,7 @@
-"""TRL's rollout_func contract: its docstring says each process's prompts arrive without
-duplication; TRL 1.16's sampler passes every prompt G times in a row. The rollout engine takes
-either, decided by the count TRL expects, and refuses a batch that is neither instead of grouping
-the wrong prompts."""
+"""TRL's rollout_func contract as TRL 1.16 keeps it: its sampler passes every prompt G times in a
+row (its docstring says without duplication) and takes a completion per copy back. The rollout
+engine samples each prompt once with n=G, and refuses prompts that are not such copies instead of
+grouping the wrong prompts."""
 
 from types import SimpleNamespace
 
@@ -33,37 +33,24 @@ class Echo:
                            [True] * params.n) for p in prompts]
 
 
-def _trainer(per_process=None):
-    args = None if per_process is None else SimpleNamespace(per_device_train_batch_size=per_process,
-                                                             steps_per_generation=1)
-    return SimpleNamespace(state=SimpleNamespace(global_step=0), args=args)
+def _trainer():
+    return SimpleNamespace(state=SimpleNamespace(global_step=0), args=None)
 
 
 def _owners(out):
     return [chr(ids[0]) for ids in out["prompt_ids"]]
 
 
-def test_prompts_without_duplication_get_g_completions_each():
-    # the documented contract: 2 unique prompts, TRL expecting 2 x G = 4 completions on this process
-    out = RolloutEngine(_spec(), local_sampler=Echo())(["A", "B"], _trainer(per_process=4))
-    assert _owners(out) == ["A", "A", "B", "B"]
-
-
 def test_g_copies_in_a_row_are_one_group_each():
     # what TRL 1.16 passes
-    out = RolloutEngine(_spec(), local_sampler=Echo())(["A", "A", "B", "B"], _trainer(per_process=4))
+    out = RolloutEngine(_spec(), local_sampler=Echo())(["A", "A", "B", "B"], _trainer())
     assert _owners(out) == ["A", "A", "B", "B"]
 
 
 def test_distinct_prompts_where_copies_were_expected_fail_loudly():
     # before: every G-th prompt was kept and the others silently dropped (A, C trained; B, D lost)
     with pytest.raises(RuntimeError, match="not numGenerations=2 copies"):
-        RolloutEngine(_spec(), local_sampler=Echo())(["A", "B", "C", "D"], _trainer(per_process=4))
-
-
-def test_without_the_trainers_counts_distinct_prompts_are_groups_of_their_own():
-    out = RolloutEngine(_spec(), local_sampler=Echo())(["A", "B", "C", "D"], _trainer())
-    assert _owners(out) == ["A", "A", "B", "B", "C", "C", "D", "D"]
+        RolloutEngine(_spec(), local_sampler=Echo())(["A", "B", "C", "D"], _trainer())
 
 
 @pytest.mark.slow
@@ -85,6 +72,6 @@ def test_trl_passes_what_the_engine_expects(tiny, tmp_path):  # noqa: F811
     args = trainer.args
     assert len(prompts) == args.per_device_train_batch_size * args.steps_per_generation == 8
     assert all(prompts[i] == prompts[i - i % 4] for i in range(8)) and prompts[0] != prompts[4]
-    from empo_trainer.rollout_engine import _group_starts
+    from empo_trainer.rollout_engine import _one_per_group
 
-    assert _group_starts(prompts, 4, 8) == [prompts[0], prompts[4]]
+    assert _one_per_group(prompts, 4) == [prompts[0], prompts[4]]

@@ -6,7 +6,7 @@ from trl import GRPOConfig
 
 from empo_api.models import EmpoRunSpec
 from empo_trainer.grpo_settings import SpecError, batch_geometry, grpo_config_kwargs, total_steps
-from empo_trainer.rollout_engine import RolloutStats, _group_starts
+from empo_trainer.rollout_engine import RolloutStats, _one_per_group
 from empo_trainer.trainer_callback import step_record
 
 
@@ -30,7 +30,7 @@ def test_batch_geometry(algorithm, expected):
 @pytest.mark.parametrize("algorithm,field", [
     ({"promptsPerStep": 3, "numGenerations": 3, "gradientAccumulation": 2}, "gradientAccumulation"),
     ({"promptsPerStep": 4, "numGenerations": 4, "learner": {"perDeviceBatchSize": 5}}, "perDeviceBatchSize"),
-    ({"promptsPerStep": 3, "numGenerations": 4, "learner": {"replicas": 2}}, "whole groups"),
+    ({"promptsPerStep": 3, "numGenerations": 4, "learner": {"replicas": 2}}, "whole groups of numGenerations"),
 ])
 def test_impossible_batches_name_the_fields(algorithm, field):
     with pytest.raises(ValidationError, match=field):  # refused when the manifest is read
@@ -87,12 +87,12 @@ def test_grpo_config_reflects_the_spec(tmp_path):
     assert config.save_steps == s.storage.checkpoint_every
 
 
-def test_group_starts_dedupes_trl_repeats():
-    assert _group_starts(["a", "a", "b", "b"], 2) == ["a", "b"]
-    assert _group_starts(["a", "a", "b", "b"], 2, 4) == ["a", "b"]
-    assert _group_starts(["a", "b"], 2, 4) == ["a", "b"]  # TRL's documented contract: no duplication
-    with pytest.raises(RuntimeError, match="either 2 unique prompts or 4"):
-        _group_starts(["a", "a", "b"], 2, 4)
+def test_one_per_group_collapses_trl_repeats():
+    assert _one_per_group(["a", "a", "b", "b"], 2) == ["a", "b"]
+    # TRL's rollout_func docstring promises no duplication; TRL 1.16 does not do it, and a TRL that did
+    # would have every G-th prompt trained and the others lost
+    with pytest.raises(RuntimeError, match="prompt 1 differs from prompt 0"):
+        _one_per_group(["a", "b"], 2)
 
 
 def test_step_record_renames_and_times():
