@@ -13,9 +13,8 @@ import traceback
 from empo_api import cli_errors, crd_cli, plan_cli, sweep, validate
 from empo_operator import render
 from empo_trainer import train_cli
-from empo_trainer.evaluation import cli as eval_cli
-from empo_trainer.evaluation import report_cli
-from empo_trainer.rewards import cli as rewards_cli
+from empo_trainer.evaluation import eval_cli, report_cli
+from empo_trainer.rewards import rewards_cli
 
 # name -> (module with add_arguments(parser) and run(args) -> int, one-line help)
 COMMANDS = {
