@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 import yaml
 
+from tests.scrape import free_port, scrape
+
 REPO = Path(__file__).resolve().parents[3]
 
 
@@ -198,24 +200,6 @@ def entrypoint_run(tmp_path_factory, empo_env, s3_server) -> EntrypointRun:
     result = subprocess.run([sys.executable, "-m", "empo_trainer", "run", "--config", str(config), "--steps", "1"],
                             env=env, cwd=REPO, capture_output=True, text=True, timeout=600)
     return EntrypointRun(configmap, settings.default_storage_uri, source, folder / "cache", result)
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def scrape(port: int) -> dict[str, dict[tuple, float]]:
-    """Prometheus text from 127.0.0.1:port/metrics: metric -> {sorted label pairs: value}."""
-    import urllib.request
-
-    from prometheus_client.parser import text_string_to_metric_families
-
-    text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5).read().decode()
-    return {f.name: {tuple(sorted(s.labels.items())): s.value for s in f.samples} for f in text_string_to_metric_families(text)}
 
 
 REPORTING_NAMESPACE, REPORTING_STEPS = "trainer-status", 3

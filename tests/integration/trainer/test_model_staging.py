@@ -6,9 +6,10 @@ from pathlib import Path
 
 import pytest
 
-from empo_api.models import EmpoRunSpec, StorageSpec
+from empo_api.models import StorageSpec
 from empo_trainer import model_source, model_staging
 from empo_trainer.storage import open_run_storage
+from tests.unit.trainer.test_model_staging import _spec
 
 
 @pytest.fixture
@@ -22,11 +23,6 @@ def tiny_on_s3(s3_env, monkeypatch, tmp_path):
     monkeypatch.setenv("AWS_ENDPOINT_URL", s3_env.endpoint)
     monkeypatch.setenv("EMPO_CACHE_DIR", str(tmp_path / "cache"))
     return f"s3://{bucket}/models/tiny", tiny
-
-
-def _spec(source: str, storage_uri: str, endpoint: str) -> EmpoRunSpec:
-    return EmpoRunSpec.model_validate({"model": {"source": source}, "dataset": {"uri": "d.jsonl"},
-                                       "storage": {"uri": storage_uri, "endpoint": endpoint}})
 
 
 def test_model_is_staged_once_with_checksums_and_loads_from_the_copy(s3_env, tiny_on_s3, monkeypatch, tmp_path):
@@ -66,15 +62,6 @@ def test_a_corrupt_staged_copy_is_refused_before_use(s3_env, tiny_on_s3):
     with pytest.raises(model_source.ModelSourceError, match=r"model\.safetensors does not match its manifest"):
         model_source.resolve(staged.model.source)
     assert not list((Path(model_source.cache_dir()) / "models" / "staged").glob("*/config.json"))  # nothing cached
-
-
-def test_only_hub_ids_and_s3_folders_are_staged_and_only_for_s3_storage():
-    def staged(source, storage="s3://runs/x"):
-        return model_staging.needs_staging(_spec(source, storage, "http://127.0.0.1:1"))
-
-    assert staged("Qwen/Qwen2.5-Math-7B") and staged("s3://models/qwen")
-    assert not staged("bundled:tiny-random") and not staged("./models/mine") and not staged("/models/mine")
-    assert not staged("Qwen/Qwen2.5-Math-7B", storage="runs")  # one machine: its caches are shared anyway
 
 
 @pytest.mark.slow

@@ -1,4 +1,5 @@
-"""report.html renders from a stored run: parses, embeds its plots, and plots the stored numbers."""
+"""report.html renders from a stored run (a local folder): parses, embeds its plots, and plots the stored
+numbers (from a run on S3: tests/integration/trainer/evaluation/test_report_s3.py)."""
 
 from __future__ import annotations
 
@@ -123,14 +124,3 @@ def test_report_of_an_empty_run_says_so(tmp_path):
     run = open_run_storage(StorageSpec(uri=str(tmp_path / "runs")), "team", "empty")
     text = write_report(run).read_text()
     assert "No metrics yet" in text and "No evaluation yet" in text
-
-
-def test_report_from_an_s3_run(s3_env, stored_run, tmp_path):
-    bucket = s3_env.new_bucket()
-    remote = open_run_storage(StorageSpec(uri=f"s3://{bucket}/runs", endpoint=s3_env.endpoint), "team", "run-a")
-    for key in stored_run.list():
-        remote.write_bytes(key, stored_run.read_bytes(key))
-    local = write_report(remote.uri, endpoint=s3_env.endpoint)  # publishes into the run
-    _check_report(local)
-    assert remote.read_bytes("report.html").decode() == local.read_text()
-    assert remote.read_bytes("plots/reward.png").startswith(PNG_MAGIC)
