@@ -42,7 +42,10 @@ Conditions (kstatus: Reconciling and Stalled are "abnormal-true"; Argo CD and Fl
 "preempted": the attempt's trainer wrote status.lastPreemption naming it (a pod of the run was told
 to stop and the driver ended the attempt after checkpointing its step) and reported no step since (an
 attempt Kueue readmitted trains on in the same RayJob; its later failure is a failure: observe.preempted);
-restarts counts it, but the comparison with maxRestarts leaves out status.preemptions.
+restarts counts it, but the comparison with maxRestarts leaves out status.preemptions. The attempt
+is replaced as soon as its trainer's report arrives, while KubeRay still counts the job as running
+(it learns of the end only once evicted pods are back), unless Kueue or spec.suspend stopped the
+RayJob, which they resume in place (observe.stopped_early).
 
 A refused spec change (immutable field, or a change the models reject) keeps the phase and sets
 Stalled True with the field in the message until the spec is put back. While the attempt is not
