@@ -164,14 +164,21 @@ async def spec_changed(body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
 
 @kopf.on.event(GROUP, VERSION, PLURAL)
 async def run_seen(type: str | None, body: kopf.Body, memo: kopf.Memo, **_: Any) -> None:
-    """Keep the watch's latest copy of every run for the resync (no request, no finalizer)."""
+    """Keep the watch's latest copy of every run for the resync (no request, no finalizer); reconcile
+    a run whose trainer has just reported a preemption (its attempt may end before KubeRay knows)."""
     key = (body.meta["namespace"], body.meta["name"])
     if type == "DELETED":
         memo.runs.pop(key, None)
         memo.pods.pop(key, None)
         memo.locks.pop(key, None)
-    else:
-        memo.runs[key] = dict(body)
+        return
+    before = ((memo.runs.get(key) or {}).get("status") or {}).get("lastPreemption")
+    memo.runs[key] = run = dict(body)
+    status = run.get("status") or {}
+    # Only for a run reconciled before (it has a lock): the watch's first listing replays every run,
+    # which the resume handler reconciles anyway.
+    if key in memo.locks and status.get("lastPreemption") not in (None, before) and status.get("phase") not in TERMINAL:
+        await reconcile(memo, key[0], key[1], run)
 
 
 @kopf.on.event("", "v1", "pods", labels={builders.LABEL_RUN: kopf.PRESENT})

@@ -64,6 +64,19 @@ def preempted(status: dict[str, Any], attempt: int) -> bool:
     return stopped is None or reported is None or reported <= stopped
 
 
+def stopped_early(status: dict[str, Any], attempt: int, rayjob: dict[str, Any] | None, queued: bool) -> bool:
+    """Whether the attempt's trainer reported its preemption (`preempted`) while its RayJob runs on.
+    Not for a RayJob that is suspended, nor a preemption from before the run's last resume, nor a
+    queued run: Kueue or spec.suspend stops such a RayJob and later resumes it in place, where its
+    trainer goes on from the checkpoint."""
+    if queued or rayjob is None or (rayjob.get("spec") or {}).get("suspend") or not preempted(status, attempt):
+        return False
+    suspended = next((c for c in status.get("conditions") or [] if c.get("type") == "Suspended"), {})
+    resumed = parse_time(suspended.get("lastTransitionTime")) if suspended.get("status") == "False" else None
+    stopped = parse_time((status.get("lastPreemption") or {}).get("time"))
+    return resumed is None or stopped is None or stopped > resumed
+
+
 def pre_running_expired(rayjob: dict[str, Any] | None, deadline: int | None, status: dict[str, Any]) -> bool:
     """Whether the attempt has waited longer than `deadline` to run: since its RayJob was created,
     or since the user lifted a suspend (a resumed run waits for its GPUs again)."""

@@ -42,7 +42,10 @@ Conditions (kstatus: Reconciling and Stalled are "abnormal-true"; Argo CD and Fl
 "preempted": the attempt's trainer wrote status.lastPreemption naming it (a pod of the run was told
 to stop and the driver ended the attempt after checkpointing its step) and reported no step since (an
 attempt Kueue readmitted trains on in the same RayJob; its later failure is a failure: observe.preempted);
-restarts counts it, but the comparison with maxRestarts leaves out status.preemptions.
+restarts counts it, but the comparison with maxRestarts leaves out status.preemptions. The attempt
+is replaced as soon as its trainer's report arrives, while KubeRay still counts the job as running
+(it learns of the end only once evicted pods are back), unless Kueue or spec.suspend stopped the
+RayJob, which they resume in place (observe.stopped_early).
 
 A refused spec change (immutable field, or a change the models reject) keeps the phase and sets
 Stalled True with the field in the message until the spec is put back. While the attempt is not
@@ -100,6 +103,9 @@ class Observation:
     # The attempt's trainer reported that it stopped when told to, its last step checkpointed
     # (status.lastPreemption names this attempt): its end is no failure.
     preempted: bool = False
+    # ... and exited while its RayJob still runs: KubeRay learns that the job ended only once the
+    # evicted pods are back (minutes after a drain), and the next attempt need not wait for that.
+    stopped_early: bool = False
     preemptions: int = 0  # earlier attempts that ended so: restarts that maxRestarts does not count
 
 
@@ -165,6 +171,11 @@ def verdict(obs: Observation, old_phase: str | None) -> Verdict:
             return Verdict(RESTARTING, "AttemptFailed",
                            f"{why}; restart {failures + 1} of {obs.max_restarts}", restart=True)
         return Verdict(FAILED, "RestartsExhausted", f"{why}; no restarts left (maxRestarts {obs.max_restarts})")
+    if obs.stopped_early and deployment not in ("Suspending", "Suspended"):
+        return Verdict(RESTARTING, PREEMPTED,
+                       f"the trainer of RayJob {name} stopped when its pods were told to, with a checkpoint; the "
+                       f"next attempt resumes from it without waiting for KubeRay to end the job (not counted "
+                       f"against maxRestarts)", restart=True)
     waiting = deployment in _STARTING or (deployment == "Running" and job in ("", "PENDING")) \
         or (deployment in ("Suspending", "Suspended") and obs.queued and not obs.suspend)
     if waiting and obs.pre_running_expired:

@@ -147,6 +147,25 @@ def test_a_preempted_attempt_restarts_at_once_and_keeps_the_budget(operator, api
     assert set(api.objects("rayjobs")) == {rj1["metadata"]["name"]}
 
 
+def test_a_preempted_attempt_is_replaced_before_kuberay_fails_its_job(operator, api, tiny, kube_emulator):
+    """After a drain KubeRay recreates the evicted pods and learns that the job ended only once they
+    are back; the trainer's report that it stopped with a checkpoint is enough to start the next
+    attempt, and the old RayJob goes."""
+    operator()
+    api.create_run(run_manifest(tiny, maxRestarts=0))
+    first = wait_for(lambda: api.attempt("smoke", 0), what="attempt 0")["metadata"]["name"]
+    api.kuberay_reports(first, jobDeploymentStatus="Running", jobStatus="RUNNING")
+    api.wait_phase("smoke", "Running")
+    reporter = ProgressReporter("smoke", api.ns, kubeconfig=str(kube_emulator.kubeconfig), attempt=0)
+    reporter.preempted(3, "preempted at step 3: checkpoint step-3 committed")
+    reporter.close()
+    wait_for(lambda: api.attempt("smoke", 1), what="attempt 1, with attempt 0's RayJob still Running")
+    wait_for(lambda: first not in api.objects("rayjobs"), what="attempt 0's RayJob deleted")
+    status = api.status("smoke")
+    assert (status["restarts"], status["preemptions"]) == (1, 1), status
+    assert api.condition("smoke", "Failed")["status"] == "False"
+
+
 def test_suspend_and_resume(operator, api, tiny):
     operator()
     api.create_run(run_manifest(tiny))

@@ -2,7 +2,7 @@
 
 import pytest
 
-from empo_operator.observe import preempted
+from empo_operator.observe import preempted, stopped_early
 
 STOPPED = "2026-12-03T10:00:00Z"
 
@@ -25,3 +25,25 @@ def status(attempt=0, progress_at=None, stopped=STOPPED):
 ])
 def test_an_attempt_ends_preempted_only_if_nothing_was_reported_after_its_preemption(st, attempt, expected):
     assert preempted(st, attempt) is expected
+
+
+RUNNING = {"metadata": {"name": "rj"}, "spec": {}, "status": {"jobDeploymentStatus": "Running"}}
+
+
+def suspended_since(when, status_value="False"):
+    return [{"type": "Suspended", "status": status_value, "lastTransitionTime": when}]
+
+
+@pytest.mark.parametrize("st, rayjob, queued, expected", [
+    (status(), RUNNING, False, True),                           # drained: KubeRay does not know yet
+    ({**status(), "conditions": suspended_since("2026-12-03T09:00:00Z")}, RUNNING, False, True),
+    (status(), None, False, False),                             # no RayJob: nothing to end early
+    (status(), RUNNING, True, False),                           # Kueue's run: it resumes in place
+    (status(), {**RUNNING, "spec": {"suspend": True}}, False, False),   # being suspended
+    # spec.suspend stopped it (the trainer said so) and lifted later: the resumed attempt trains on
+    ({**status(), "conditions": suspended_since("2026-12-03T10:02:00Z")}, RUNNING, False, False),
+    (status(progress_at="2026-12-03T10:03:00Z"), RUNNING, False, False),  # it trained on since
+    (status(attempt=1), RUNNING, False, False),                 # another attempt's preemption
+])
+def test_a_preempted_attempt_ends_before_kuberay_knows_only_outside_suspension(st, rayjob, queued, expected):
+    assert stopped_early(st, 0, rayjob, queued) is expected

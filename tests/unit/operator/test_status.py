@@ -26,6 +26,11 @@ def rj(deployment=None, job=None, **extra):
     # a preempted attempt restarts whatever the budget; earlier preemptions leave the budget whole
     (Observation(rj("Failed", "FAILED"), restarts=0, max_restarts=0, preempted=True), "Running", "Restarting", "Preempted", True),
     (Observation(rj("Failed", "FAILED"), restarts=3, max_restarts=2, preemptions=2), "Running", "Restarting", "AttemptFailed", True),
+    # the trainer reported its preemption and KubeRay still runs the job: the next attempt need not wait
+    (Observation(rj("Running", "RUNNING"), max_restarts=0, preempted=True, stopped_early=True), "Running", "Restarting", "Preempted", True),
+    (Observation(rj("Initializing"), max_restarts=0, preempted=True, stopped_early=True), "Running", "Restarting", "Preempted", True),
+    (Observation(rj("Complete", "SUCCEEDED"), preempted=True, stopped_early=True), "Running", "Succeeded", "Succeeded", False),
+    (Observation(rj("Suspended"), preempted=True, stopped_early=True, suspend=True), "Running", "Suspended", "Suspended", False),
     (Observation(rj("Failed", "FAILED"), restarts=3, max_restarts=1, preemptions=2), "Running", "Failed", "RestartsExhausted", False),
     (Observation(rj("Failed", reason="DeadlineExceeded"), max_restarts=3), "Running", "Failed", "DeadlineExceeded", False),
     (Observation(rj("Initializing"), pre_running_expired=True), "Initializing", "Failed", "PreRunningDeadlineExceeded", False),
