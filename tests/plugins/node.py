@@ -327,7 +327,8 @@ class NodeCluster:
         """Stop one node component ("kubelet", "kube-scheduler", "kube-proxy", "coredns") by PID,
         wait `down_s`, and start it again with the same arguments; its log goes on in <name>.log.
         The containers the kubelet started keep running meanwhile (containerd holds them). For
-        benchmarks/fault_trials.py; no test calls it, and teardown stops the new process."""
+        the kubelet-restart fault of benchmarks/fault_trials.py (benchmarks/fault_actions.py); no
+        test calls it, and teardown stops the new process."""
         index, old = next((i, c) for i, c in enumerate(self.components) if c.name == name)
         old.stop()
         time.sleep(down_s)

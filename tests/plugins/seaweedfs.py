@@ -104,7 +104,8 @@ class S3Server:
 
     def stop_server(self) -> None:
         """Stop `weed mini` by PID (SIGTERM, as at the end of the session); its data folder stays.
-        For benchmarks/fault_trials.py (a storage outage); start_server() brings it back."""
+        For the s3-outage fault of benchmarks/fault_trials.py (benchmarks/fault_actions.py);
+        start_server() brings it back."""
         _stop(self._proc)
 
     def start_server(self) -> None:
