@@ -74,7 +74,11 @@ def stopped_early(status: dict[str, Any], attempt: int, rayjob: dict[str, Any] |
     suspended = next((c for c in status.get("conditions") or [] if c.get("type") == "Suspended"), {})
     resumed = parse_time(suspended.get("lastTransitionTime")) if suspended.get("status") == "False" else None
     stopped = parse_time((status.get("lastPreemption") or {}).get("time"))
-    return resumed is None or stopped is None or stopped > resumed
+    # Both times have whole seconds. A stop in the second the run started or resumed counts as this
+    # run's: a trainer cannot report a stop from before a resume that quickly, and if it did, the
+    # early restart costs the resumed attempt a second, where the other way a drained attempt waits
+    # for KubeRay to fail its job.
+    return resumed is None or stopped is None or stopped >= resumed
 
 
 def pre_running_expired(rayjob: dict[str, Any] | None, deadline: int | None, status: dict[str, Any]) -> bool:

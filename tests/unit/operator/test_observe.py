@@ -37,6 +37,8 @@ def suspended_since(when, status_value="False"):
 @pytest.mark.parametrize("st, rayjob, queued, expected", [
     (status(), RUNNING, False, True),                           # drained: KubeRay does not know yet
     ({**status(), "conditions": suspended_since("2026-12-03T09:00:00Z")}, RUNNING, False, True),
+    # stopped in the second the run started: its own stop, not one from before a resume
+    ({**status(), "conditions": suspended_since(STOPPED)}, RUNNING, False, True),
     (status(), None, False, False),                             # no RayJob: nothing to end early
     (status(), RUNNING, True, False),                           # Kueue's run: it resumes in place
     (status(), {**RUNNING, "spec": {"suspend": True}}, False, False),   # being suspended
