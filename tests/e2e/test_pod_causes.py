@@ -43,8 +43,10 @@ def test_each_cause_that_keeps_pods_from_running_shows_on_the_run(node_cluster, 
         # a namespace whose quota allows no pod: the API server refuses KubeRay's head pod
         "PodCreationRefused": dict(),
         # more node disk than its limit (Ray's logs alone pass 1 MiB): the kubelet's eviction manager
-        # evicts the head, KubeRay deletes it and makes a new one, and the cause must outlive the pod
-        "Evicted": dict(head={"cpu": "100m", "memory": "512Mi", "ephemeralStorage": "1Mi"}),
+        # evicts the head, KubeRay deletes it and makes a new one, and the cause must outlive the pod.
+        # 1Gi: at 512Mi a slow start left `ray start` too little free memory for its minimum object
+        # store (75 MiB), so the head crash-looped before it wrote enough to be evicted.
+        "Evicted": dict(head={"cpu": "100m", "memory": "1Gi", "ephemeralStorage": "1Mi"}),
     }
     watches = {}
     try:
