@@ -119,18 +119,25 @@ def test_failed_attempts_restart_then_fail(operator, api, tiny):
     assert status["completionTime"]
 
 
-def test_a_preempted_attempt_restarts_at_once_and_keeps_the_budget(operator, api, tiny, kube_emulator):
-    """The trainer reports that its attempt stopped with a checkpoint when told to (a drain, an
-    eviction): the next attempt starts without backoff even with maxRestarts 0, and only a real
-    failure after it spends the budget."""
-    operator()
+def _running_then_preempted(api, tiny, kube_emulator, step: int) -> str:
+    """A run with maxRestarts 0 whose attempt 0 runs, then reports (as its trainer does on SIGTERM)
+    that it stopped with step `step` checkpointed; returns attempt 0's RayJob name."""
     api.create_run(run_manifest(tiny, maxRestarts=0))
     first = wait_for(lambda: api.attempt("smoke", 0), what="attempt 0")["metadata"]["name"]
     api.kuberay_reports(first, jobDeploymentStatus="Running", jobStatus="RUNNING")
     api.wait_phase("smoke", "Running")
     reporter = ProgressReporter("smoke", api.ns, kubeconfig=str(kube_emulator.kubeconfig), attempt=0)
-    reporter.preempted(5, "preempted at step 5: checkpoint step-5 committed")
+    reporter.preempted(step, f"preempted at step {step}: checkpoint step-{step} committed")
     reporter.close()
+    return first
+
+
+def test_a_preempted_attempt_restarts_at_once_and_keeps_the_budget(operator, api, tiny, kube_emulator):
+    """The trainer reports that its attempt stopped with a checkpoint when told to (a drain, an
+    eviction): the next attempt starts without backoff even with maxRestarts 0, and only a real
+    failure after it spends the budget."""
+    operator()
+    first = _running_then_preempted(api, tiny, kube_emulator, step=5)
     wait_for(lambda: api.status("smoke").get("lastPreemption"), what="the trainer's report")
     api.kuberay_reports(first, jobDeploymentStatus="Failed", jobStatus="FAILED", reason="AppFailed",
                         message="Job entrypoint command failed with exit code 75")
@@ -152,13 +159,7 @@ def test_a_preempted_attempt_is_replaced_before_kuberay_fails_its_job(operator, 
     are back; the trainer's report that it stopped with a checkpoint is enough to start the next
     attempt, and the old RayJob goes."""
     operator()
-    api.create_run(run_manifest(tiny, maxRestarts=0))
-    first = wait_for(lambda: api.attempt("smoke", 0), what="attempt 0")["metadata"]["name"]
-    api.kuberay_reports(first, jobDeploymentStatus="Running", jobStatus="RUNNING")
-    api.wait_phase("smoke", "Running")
-    reporter = ProgressReporter("smoke", api.ns, kubeconfig=str(kube_emulator.kubeconfig), attempt=0)
-    reporter.preempted(3, "preempted at step 3: checkpoint step-3 committed")
-    reporter.close()
+    first = _running_then_preempted(api, tiny, kube_emulator, step=3)
     wait_for(lambda: api.attempt("smoke", 1), what="attempt 1, with attempt 0's RayJob still Running")
     wait_for(lambda: first not in api.objects("rayjobs"), what="attempt 0's RayJob deleted")
     status = api.status("smoke")
