@@ -8,8 +8,10 @@ import sys
 
 import kopf
 
+from empo_api.env_values import EnvValueError
+
 from . import metrics
-from .settings import SettingsError, from_env
+from .settings import from_env
 
 # Where the metrics and liveness servers listen; 0.0.0.0 so the kubelet and Prometheus reach them.
 BIND_ADDRESS = os.environ.get("EMPO_BIND_ADDRESS", "0.0.0.0")
@@ -18,7 +20,7 @@ BIND_ADDRESS = os.environ.get("EMPO_BIND_ADDRESS", "0.0.0.0")
 def main() -> int:
     try:
         settings = from_env()
-    except SettingsError as exc:
+    except EnvValueError as exc:
         print(f"empo-operator: {exc}", file=sys.stderr)
         return 2
     kopf.configure(verbose=os.environ.get("EMPO_DEBUG") == "1",

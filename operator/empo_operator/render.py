@@ -19,7 +19,7 @@ from empo_api.validate import load_documents, validate_manifest
 from .builders import UID_PLACEHOLDER
 from .children import build_children
 from .lifecycle import validate_run
-from .settings import SettingsError, from_env
+from .settings import from_env
 
 
 def render(manifest: dict[str, Any], attempt: int = 0) -> list[dict[str, Any]]:
@@ -51,7 +51,7 @@ def run(args: argparse.Namespace) -> int:
             if isinstance(doc, dict) and isinstance(doc.get("metadata"), dict) and not doc["metadata"].get("namespace"):
                 doc["metadata"]["namespace"] = "default"
             out.extend(render(doc, args.attempt))
-    except (OSError, yaml.YAMLError, ValueError, SettingsError) as exc:
+    except (OSError, yaml.YAMLError, ValueError) as exc:  # ValueError: the spec's or a setting's (EnvValueError)
         print(f"{args.file}: {exc}", file=sys.stderr)
         return 1
     sys.stdout.write("# ownerReferences to the EmpoRun are added at creation, and RayJob names carry the first\n"

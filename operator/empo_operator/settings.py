@@ -34,15 +34,13 @@ import os
 from dataclasses import dataclass, field
 from typing import Mapping
 
+from empo_api.env_values import EnvValueError, seconds
+
 DEFAULT_TRAINER_IMAGE = "ghcr.io/empo-dev/empo-trainer:0.1.0"
 # The restricted Pod Security Standard, which the trainer image (user 1000) meets; {} sets none.
 RESTRICTED_POD = {"runAsNonRoot": True, "seccompProfile": {"type": "RuntimeDefault"}}
 RESTRICTED_CONTAINER = {"allowPrivilegeEscalation": False, "capabilities": {"drop": ["ALL"]}}
 LOG_FORMATS = ("plain", "json")
-
-
-class SettingsError(ValueError):
-    """A setting the operator cannot start with; the message names the variable."""
 
 
 @dataclass(frozen=True)
@@ -88,22 +86,9 @@ def _int(env: Mapping[str, str], name: str, default: int) -> int:
     try:
         value = int(raw)
     except ValueError:
-        raise SettingsError(f"{name}={raw!r}: expected a port number (0 disables)") from None
+        raise EnvValueError(f"{name}={raw!r}: expected a port number (0 disables)") from None
     if not 0 <= value <= 65535:
-        raise SettingsError(f"{name}={raw!r}: expected a port number between 0 and 65535")
-    return value
-
-
-def _float(env: Mapping[str, str], name: str, default: float) -> float:
-    raw = env.get(name, "").strip()
-    if not raw:
-        return default
-    try:
-        value = float(raw)
-    except ValueError:
-        raise SettingsError(f"{name}={raw!r}: expected a number of seconds") from None
-    if value < 0:
-        raise SettingsError(f"{name}={raw!r}: must not be negative")
+        raise EnvValueError(f"{name}={raw!r}: expected a port number between 0 and 65535")
     return value
 
 
@@ -111,7 +96,7 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
     env = os.environ if env is None else env
     log_format = env.get("EMPO_LOG_FORMAT", "").strip() or "plain"
     if log_format not in LOG_FORMATS:
-        raise SettingsError(f"EMPO_LOG_FORMAT={log_format!r}: allowed are {', '.join(LOG_FORMATS)}")
+        raise EnvValueError(f"EMPO_LOG_FORMAT={log_format!r}: allowed are {', '.join(LOG_FORMATS)}")
     namespaces = tuple(n.strip() for n in env.get("EMPO_NAMESPACES", "").split(",") if n.strip())
     return Settings(
         namespaces=namespaces,
@@ -122,11 +107,11 @@ def from_env(env: Mapping[str, str] | None = None) -> Settings:
         metrics_port=_int(env, "EMPO_METRICS_PORT", 8080),
         health_port=_int(env, "EMPO_HEALTH_PORT", 8081),
         log_format=log_format,
-        restart_backoff_seconds=_float(env, "EMPO_RESTART_BACKOFF_SECONDS", 10.0),
-        restart_backoff_max_seconds=_float(env, "EMPO_RESTART_BACKOFF_MAX_SECONDS", 600.0),
+        restart_backoff_seconds=seconds(env, "EMPO_RESTART_BACKOFF_SECONDS", 10.0),
+        restart_backoff_max_seconds=seconds(env, "EMPO_RESTART_BACKOFF_MAX_SECONDS", 600.0),
         resync_seconds=_positive(env, "EMPO_RESYNC_SECONDS", 30.0),
         api_threads=int(_positive(env, "EMPO_API_THREADS", 32)),
-        pre_running_deadline_seconds=_float(env, "EMPO_PRE_RUNNING_DEADLINE_SECONDS", 3600.0),
+        pre_running_deadline_seconds=seconds(env, "EMPO_PRE_RUNNING_DEADLINE_SECONDS", 3600.0),
         run_pod_security_context=_json_object(env, "EMPO_RUN_POD_SECURITY_CONTEXT", RESTRICTED_POD),
         run_security_context=_json_object(env, "EMPO_RUN_SECURITY_CONTEXT", RESTRICTED_CONTAINER),
         kuberay_namespace=env.get("EMPO_KUBERAY_NAMESPACE", "").strip() or "kuberay-system",
@@ -149,7 +134,7 @@ def _cidrs(env: Mapping[str, str], name: str) -> tuple[str, ...]:
         try:
             out.append(str(ipaddress.ip_network(item, strict=False)))
         except ValueError:
-            raise SettingsError(f"{name}: {item!r} is not a CIDR (e.g. 10.0.0.0/16 or 192.0.2.10/32)") from None
+            raise EnvValueError(f"{name}: {item!r} is not a CIDR (e.g. 10.0.0.0/16 or 192.0.2.10/32)") from None
     return tuple(out)
 
 
@@ -158,7 +143,7 @@ def _ports(env: Mapping[str, str], name: str, default: tuple[int, ...]) -> tuple
     if not items:
         return default
     if not all(i.isdigit() and 1 <= int(i) <= 65535 for i in items):
-        raise SettingsError(f"{name}={env.get(name)!r}: expected a comma list of ports (1-65535)")
+        raise EnvValueError(f"{name}={env.get(name)!r}: expected a comma list of ports (1-65535)")
     return tuple(int(i) for i in items)
 
 
@@ -167,7 +152,7 @@ def _bool(env: Mapping[str, str], name: str, default: bool) -> bool:
     if not raw:
         return default
     if raw not in ("true", "false"):
-        raise SettingsError(f"{name}={env.get(name)!r}: expected true or false")
+        raise EnvValueError(f"{name}={env.get(name)!r}: expected true or false")
     return raw == "true"
 
 
@@ -178,9 +163,9 @@ def _json_object(env: Mapping[str, str], name: str, default: dict) -> dict:
     try:
         value = json.loads(raw)
     except ValueError:
-        raise SettingsError(f"{name}: not JSON; expected an object such as {json.dumps(default)}") from None
+        raise EnvValueError(f"{name}: not JSON; expected an object such as {json.dumps(default)}") from None
     if not isinstance(value, dict):
-        raise SettingsError(f"{name}: expected a JSON object (a securityContext), got {type(value).__name__}")
+        raise EnvValueError(f"{name}: expected a JSON object (a securityContext), got {type(value).__name__}")
     return value
 
 
@@ -190,7 +175,7 @@ VOLUME_SOURCES = ("emptyDir", "persistentVolumeClaim", "hostPath", "ephemeral", 
 def _volume_source(env: Mapping[str, str], name: str) -> dict:
     value = _json_object(env, name, {})
     if value and (len(value) != 1 or next(iter(value)) not in VOLUME_SOURCES):
-        raise SettingsError(f"{name}: expected one volume source, one of {', '.join(VOLUME_SOURCES)} "
+        raise EnvValueError(f"{name}: expected one volume source, one of {', '.join(VOLUME_SOURCES)} "
                             f"(e.g. {{\"persistentVolumeClaim\": {{\"claimName\": \"model-cache\"}}}}), got {sorted(value)}")
     return value
 
@@ -202,14 +187,14 @@ def _egress_rules(env: Mapping[str, str], name: str) -> tuple[dict, ...]:
     try:
         rules = json.loads(raw)
     except ValueError:
-        raise SettingsError(f"{name}: not JSON; expected a list of NetworkPolicy egress rules") from None
+        raise EnvValueError(f"{name}: not JSON; expected a list of NetworkPolicy egress rules") from None
     if not isinstance(rules, list) or not all(isinstance(r, dict) and r.keys() <= {"to", "ports"} for r in rules):
-        raise SettingsError(f"{name}: expected a list of NetworkPolicy egress rules ({{to: [...], ports: [...]}})")
+        raise EnvValueError(f"{name}: expected a list of NetworkPolicy egress rules ({{to: [...], ports: [...]}})")
     return tuple(rules)
 
 
 def _positive(env: Mapping[str, str], name: str, default: float) -> float:
-    value = _float(env, name, default)
+    value = seconds(env, name, default)
     if value <= 0:
-        raise SettingsError(f"{name}={env.get(name)!r}: must be above 0")
+        raise EnvValueError(f"{name}={env.get(name)!r}: must be above 0")
     return value

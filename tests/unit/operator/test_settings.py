@@ -2,7 +2,8 @@
 
 import pytest
 
-from empo_operator.settings import Settings, SettingsError, from_env
+from empo_api.env_values import EnvValueError
+from empo_operator.settings import Settings, from_env
 
 
 @pytest.mark.parametrize("env, expected", [
@@ -42,13 +43,13 @@ def test_defaults_are_the_documented_ones():
     ({"EMPO_EXTRA_EGRESS": "[{"}, "EMPO_EXTRA_EGRESS"),
 ])
 def test_bad_values_name_the_variable(env, names):
-    with pytest.raises(SettingsError, match=names):
+    with pytest.raises(EnvValueError, match=names):
         from_env(env)
 
 
 def test_run_security_contexts_are_json_objects():
     assert from_env({"EMPO_RUN_POD_SECURITY_CONTEXT": "{}"}).run_pod_security_context == {}
-    with pytest.raises(SettingsError, match="EMPO_RUN_SECURITY_CONTEXT"):
+    with pytest.raises(EnvValueError, match="EMPO_RUN_SECURITY_CONTEXT"):
         from_env({"EMPO_RUN_SECURITY_CONTEXT": "[1]"})
 
 
@@ -57,5 +58,5 @@ def test_the_cache_volume_is_one_volume_source():
         == {"persistentVolumeClaim": {"claimName": "m"}}
     assert from_env({}).run_cache_volume == {}
     for bad in ('{"configMap": {"name": "x"}}', '{"emptyDir": {}, "hostPath": {"path": "/x"}}'):
-        with pytest.raises(SettingsError, match="EMPO_RUN_CACHE_VOLUME: expected one volume source"):
+        with pytest.raises(EnvValueError, match="EMPO_RUN_CACHE_VOLUME: expected one volume source"):
             from_env({"EMPO_RUN_CACHE_VOLUME": bad})

@@ -31,6 +31,8 @@ import os
 import threading
 import time
 
+from empo_api.env_values import seconds
+
 log = logging.getLogger("empo_trainer.storage")
 
 ENV = "EMPO_STORAGE_OUTAGE_SECONDS"
@@ -43,16 +45,7 @@ _NOT_EXTENDED = {"AbortMultipartUpload"}
 
 def default_window_s() -> float:
     """EMPO_STORAGE_OUTAGE_SECONDS if set (0 turns the window off), else DEFAULT_WINDOW_S."""
-    value = os.environ.get(ENV, "").strip()
-    if not value:
-        return DEFAULT_WINDOW_S
-    try:
-        seconds = float(value)
-    except ValueError:
-        raise ValueError(f"{ENV}={value!r} is not a number of seconds") from None
-    if seconds < 0:
-        raise ValueError(f"{ENV}={value!r} must be >= 0")
-    return seconds
+    return seconds(os.environ, ENV, DEFAULT_WINDOW_S)
 
 
 class OutageRetry:
