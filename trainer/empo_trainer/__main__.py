@@ -43,23 +43,8 @@ def main(argv: list[str] | None = None) -> int:
                             "namespace": doc.get("namespace") or os.environ.get("EMPO_RUN_NAMESPACE", "default")},
                "spec": doc["spec"]}
     from . import driver
-    from .storage import StorageError
 
-    try:
-        summary = driver.run(EmpoRun.model_validate(doc), steps=args.steps, progress=False)
-    except preemption.Preempted:
-        print("empo_trainer: preempted before training started: nothing to checkpoint; the next attempt "
-              "resumes from the latest checkpoint", file=sys.stderr)
-        return preemption.EXIT_PREEMPTED
-    except StorageError as exc:
-        # A store down past its outage window, or a superseded attempt: one line in the RayJob's
-        # log, not an actor's traceback wrapped in Ray's (the attempt fails; a restart resumes).
-        print(f"empo_trainer: {driver.one_line(exc)}", file=sys.stderr)
-        return 2
-    finally:
-        driver.shutdown()
-    print("\n".join(summary.lines()))
-    return preemption.EXIT_PREEMPTED if summary.preempted else 0
+    return driver.run_to_exit(EmpoRun.model_validate(doc), "empo_trainer", steps=args.steps, progress=False)
 
 
 if __name__ == "__main__":

@@ -341,6 +341,40 @@ def _write_report(storage) -> Path | None:
         return None
 
 
+def run_to_exit(empo_run: EmpoRun, label: str, **options: Any) -> int:
+    """`empo_run` trained by run(empo_run, **options), as a command ends it, for `empo train` and the RayJob's
+    entry point alike; every line it prints starts with `label`.
+
+    Exit 0 with the summary on stdout when the run is done; preemption.EXIT_PREEMPTED when a stop
+    request ended it after a checkpoint, or before the learners trained (then status.lastPreemption
+    says so, as the driver's own report does after a checkpoint, so the operator starts the next
+    attempt at once and does not count it against maxRestarts); 2 with one line on stderr, no
+    traceback, for input the user can fix or storage that stayed down past its outage window (an
+    actor's error arrives wrapped in Ray's, whose text is the actor's traceback)."""
+    from empo_api.errors import SpecError
+
+    from .data import DatasetError
+    from .model_source import ModelSourceError
+    from .storage import StorageError
+
+    try:
+        summary = run(empo_run, **options)
+    except preemption.Preempted:
+        line = "preempted before training started: nothing to checkpoint; the next attempt resumes from the latest checkpoint"
+        print(f"{label}: {line}", file=sys.stderr)
+        reporter = ProgressReporter.from_env()
+        reporter.preempted(None, line)
+        reporter.close()
+        return preemption.EXIT_PREEMPTED
+    except (SpecError, DatasetError, ModelSourceError, StorageError) as exc:
+        print(f"{label}: {one_line(exc)}", file=sys.stderr)
+        return 2
+    finally:
+        shutdown()
+    print("\n".join(summary.lines()))
+    return preemption.EXIT_PREEMPTED if summary.preempted else 0
+
+
 def user_error(exc: BaseException) -> BaseException:
     """The exception an actor raised, unwrapped from Ray's RayTaskError (whose text is the actor's
     traceback: some forty lines above the one that says what happened)."""
@@ -359,7 +393,11 @@ def one_line(exc: BaseException) -> str:
 
 
 def shutdown() -> None:
-    import ray
-
-    if ray.is_initialized():
+    """Ray's shutdown, when this process started or joined it. A stop request that lands while the
+    driver imports Ray (preemption.Preempted raised inside `import ray`) leaves the module half
+    imported in sys.modules: importing it again here would fail with an AttributeError instead of
+    the preemption's exit 75."""
+    ray = sys.modules.get("ray")
+    is_initialized = getattr(ray, "is_initialized", None)
+    if is_initialized is not None and is_initialized():
         ray.shutdown()

@@ -5,13 +5,11 @@ from __future__ import annotations
 import argparse
 import os
 import signal
-import sys
 from pathlib import Path
 
 from pydantic import ValidationError
 
 from empo_api.cli_errors import positive_int
-from empo_api.errors import SpecError
 from empo_api.models import EmpoRun
 from empo_api.validate import ManifestYamlError, load_documents, model_errors
 
@@ -61,31 +59,9 @@ def terminate_like_interrupt() -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from . import driver, preemption
-    from .data import DatasetError
-    from .model_source import ModelSourceError
-    from .storage import StorageError
+    from . import driver
 
     empo_run = load_run(args.manifest, args.output)
     terminate_like_interrupt()
-    try:
-        summary = driver.run(empo_run, steps=args.steps, fresh=args.fresh, progress=not args.no_progress,
-                             num_cpus=args.num_cpus)
-    except preemption.Preempted:
-        line = "preempted before training started: nothing to checkpoint; the next run resumes from the latest checkpoint"
-        print(f"{args.manifest}: {line}", file=sys.stderr)
-        from .status_reporter import ProgressReporter
-
-        reporter = ProgressReporter.from_env()
-        reporter.preempted(None, line)
-        reporter.close()
-        return preemption.EXIT_PREEMPTED
-    except (SpecError, DatasetError, ModelSourceError, StorageError) as exc:
-        # Input the user can fix, or storage that stayed down past its window: one line, no
-        # traceback (an actor's error comes wrapped in Ray's, whose text is the actor's traceback).
-        print(f"{args.manifest}: {driver.one_line(exc)}", file=sys.stderr)
-        return 2
-    finally:
-        driver.shutdown()
-    print("\n".join(summary.lines()))
-    return preemption.EXIT_PREEMPTED if summary.preempted else 0
+    return driver.run_to_exit(empo_run, str(args.manifest), steps=args.steps, fresh=args.fresh,
+                              progress=not args.no_progress, num_cpus=args.num_cpus)
