@@ -44,7 +44,6 @@ The module also works outside pytest: ``with start_control_plane(Path(tmp)) as c
 from __future__ import annotations
 
 import contextlib
-import datetime
 import functools
 import ipaddress
 import itertools
@@ -62,8 +61,8 @@ from pathlib import Path
 from typing import Any, Iterator
 
 import pytest
-import yaml
 
+from tests.plugins.cluster_pki import write_kubeconfig, write_pki
 from tests.plugins.lifetime import die_with_parent
 from tests.plugins.seaweedfs import _free_ports
 
@@ -107,82 +106,6 @@ def build_tools() -> dict[str, Path]:
     if missing:
         raise RuntimeError(f"{BUILD_SCRIPT} did not produce {missing}")
     return tools
-
-
-# ---------------------------------------------------------------------------------------------
-# certificates: a CA, the API server's serving certificate, the ServiceAccount signing key
-# ---------------------------------------------------------------------------------------------
-
-def _write_pki(d: Path, addresses: tuple[str, ...] = ("127.0.0.1",)) -> None:
-    """CA, API server serving certificate (valid for `addresses` and the in-cluster names), the
-    API server's client certificate for kubelets, and the ServiceAccount signing key."""
-    from cryptography import x509
-    from cryptography.hazmat.primitives import hashes, serialization
-    from cryptography.hazmat.primitives.asymmetric import rsa
-    from cryptography.x509.oid import NameOID
-
-    def key() -> rsa.RSAPrivateKey:
-        return rsa.generate_private_key(public_exponent=65537, key_size=2048)
-
-    def pem_key(k: rsa.RSAPrivateKey) -> bytes:
-        return k.private_bytes(serialization.Encoding.PEM, serialization.PrivateFormat.TraditionalOpenSSL,
-                               serialization.NoEncryption())
-
-    now = datetime.datetime.now(datetime.timezone.utc)
-    ca_key = key()
-    ca_name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "empo-test-ca")])
-    ca = (x509.CertificateBuilder().subject_name(ca_name).issuer_name(ca_name)
-          .public_key(ca_key.public_key()).serial_number(x509.random_serial_number())
-          .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=2))
-          .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
-          .add_extension(x509.KeyUsage(digital_signature=True, key_cert_sign=True, crl_sign=True,
-                                       content_commitment=False, key_encipherment=False, data_encipherment=False,
-                                       key_agreement=False, encipher_only=False, decipher_only=False), critical=True)
-          .sign(ca_key, hashes.SHA256()))
-    serving_key = key()
-    serving = (x509.CertificateBuilder()
-               .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver")]))
-               .issuer_name(ca_name).public_key(serving_key.public_key()).serial_number(x509.random_serial_number())
-               .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=2))
-               .add_extension(x509.SubjectAlternativeName([
-                   *(x509.IPAddress(ipaddress.ip_address(a)) for a in addresses), x509.DNSName("localhost"),
-                   x509.DNSName("kubernetes"), x509.DNSName("kubernetes.default"),
-                   x509.DNSName("kubernetes.default.svc"), x509.DNSName("kubernetes.default.svc.cluster.local")]),
-                   critical=False)
-               .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.SERVER_AUTH]), critical=False)
-               .sign(ca_key, hashes.SHA256()))
-    # How the API server proves itself to kubelets (logs, exec): the node trusts this CA.
-    client_key = key()
-    client = (x509.CertificateBuilder()
-              .subject_name(x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "kube-apiserver-kubelet-client"),
-                                       x509.NameAttribute(NameOID.ORGANIZATION_NAME, "system:masters")]))
-              .issuer_name(ca_name).public_key(client_key.public_key()).serial_number(x509.random_serial_number())
-              .not_valid_before(now - datetime.timedelta(hours=1)).not_valid_after(now + datetime.timedelta(days=2))
-              .add_extension(x509.ExtendedKeyUsage([x509.oid.ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-              .sign(ca_key, hashes.SHA256()))
-    sa_key = key()
-    (d / "ca.crt").write_bytes(ca.public_bytes(serialization.Encoding.PEM))
-    (d / "apiserver.crt").write_bytes(serving.public_bytes(serialization.Encoding.PEM))
-    (d / "apiserver.key").write_bytes(pem_key(serving_key))
-    (d / "sa.key").write_bytes(pem_key(sa_key))
-    (d / "kubelet-client.crt").write_bytes(client.public_bytes(serialization.Encoding.PEM))
-    (d / "kubelet-client.key").write_bytes(pem_key(client_key))
-    (d / "sa.pub").write_bytes(sa_key.public_key().public_bytes(
-        serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo))
-    for private in ("apiserver.key", "sa.key", "kubelet-client.key"):
-        (d / private).chmod(0o600)
-
-
-def write_kubeconfig(path: Path, server: str, ca_file: Path, token: str, user: str) -> Path:
-    path.write_text(yaml.safe_dump({
-        "apiVersion": "v1", "kind": "Config",
-        "clusters": [{"name": "empo-test", "cluster": {"server": server, "certificate-authority": str(ca_file)}}],
-        "users": [{"name": user, "user": {"token": token}}],
-        "contexts": [{"name": user, "context": {"cluster": "empo-test", "user": user}}],
-        "current-context": user,
-    }))
-    path.chmod(0o600)
-    return path
 
 
 # ---------------------------------------------------------------------------------------------
@@ -325,7 +248,7 @@ def start_control_plane(workdir: Path, tools: dict[str, Path] | None = None, api
     pki = workdir / "pki"
     pki.mkdir(parents=True)
     loopback = address == "127.0.0.1"
-    _write_pki(pki, ("127.0.0.1",) if loopback else ("127.0.0.1", address, _first_host(service_cidr)))
+    write_pki(pki, ("127.0.0.1",) if loopback else ("127.0.0.1", address, _first_host(service_cidr)))
     (etcd_client, etcd_peer, apiserver, kcm, kuberay_metrics, kuberay_probe) = _free_ports(6)
     server = f"https://{address}:{apiserver}"
     (workdir / "tokens.csv").write_text(f'{ADMIN_TOKEN},admin,admin-uid,"system:masters"\n')

@@ -22,6 +22,8 @@ and the benchmarks use it) starts, in this order, and stops by PID in reverse:
     Yields a :class:`NodeCluster`: ``cp`` (the :class:`ControlPlane`), ``node_ip``, ``images``
     (name -> image reference, imported into the node), ``workdir``.
 
+The configuration files the components read are written by tests/plugins/node_config.py.
+
 Everything needs root (network, mounts, cgroups), as the CI machines give.
 """
 
@@ -31,29 +33,22 @@ import contextlib
 import json
 import os
 import subprocess
-import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Iterator
 
-import yaml
-
 from tests.plugins.control_plane import (ControlPlane, Component, _await, _http_ok, _start, build_tools,
                                           start_control_plane)
 from tests.plugins.lifetime import die_with_parent
+from tests.plugins.node_config import (BRIDGE, NODE_IP, NODE_NAME, SERVICE_CIDR, cni_bin_dir, cni_config,
+                                       containerd_config, corefile, kube_proxy_config, kubelet_config)
 from tests.plugins.seaweedfs import _free_ports
 
 REPO = Path(__file__).resolve().parents[2]
 IMAGES_SCRIPT = REPO / "tools" / "images" / "build.sh"
 IMAGES_CACHE = Path(os.environ.get("EMPO_IMAGES_CACHE", Path.home() / ".cache" / "empo-images"))
 
-BRIDGE = "empo-br0"
-NODE_IP = "198.18.0.1"
-POD_CIDR = "198.18.0.0/24"
-SERVICE_CIDR = "198.19.0.0/24"
-NODE_NAME = "empo-node"
-CLUSTER_DOMAIN = "cluster.local"
 FORWARD_CHAIN = "EMPO-NODE-FORWARD"
 NODE_READY_TIMEOUT_S = 180.0
 
@@ -179,132 +174,6 @@ class Containerd:
             self.ctr("containers", "delete", container, check=False)
 
 
-def _containerd_config(workdir: Path, root: Path, pause_ref: str, cni_conf: Path, cni_bin: str) -> Path:
-    cri = 'plugins."io.containerd.grpc.v1.cri"'
-    config = f"""version = 2
-root = "{root}"
-state = "{workdir / 'state'}"
-[grpc]
-  address = "{workdir / 'containerd.sock'}"
-[ttrpc]
-  address = "{workdir / 'containerd.sock.ttrpc'}"
-[plugins."io.containerd.internal.v1.opt"]
-  path = "{workdir / 'opt'}"
-[{cri}]
-  sandbox_image = "{pause_ref}"
-  # These machines refuse to lower oom_score_adj: without this every sandbox fails with
-  # "runc create failed: ... can't get final child's PID from pipe".
-  restrict_oom_score_adj = true
-  enable_selinux = false
-  [{cri}.containerd]
-    snapshotter = "overlayfs"
-    default_runtime_name = "runc"
-    [{cri}.containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-      [{cri}.containerd.runtimes.runc.options]
-        SystemdCgroup = false
-  [{cri}.cni]
-    bin_dir = "{cni_bin}"
-    conf_dir = "{cni_conf}"
-"""
-    path = workdir / "config.toml"
-    path.write_text(config)
-    return path
-
-
-def _cni_config(dir: Path, ipam_dir: Path) -> Path:
-    dir.mkdir(parents=True)
-    conf = {
-        "cniVersion": "1.0.0", "name": "empo-pods",
-        "plugins": [
-            {"type": "bridge", "bridge": BRIDGE, "isGateway": True, "ipMasq": False, "hairpinMode": True,
-             "ipam": {"type": "host-local", "dataDir": str(ipam_dir),
-                      "ranges": [[{"subnet": POD_CIDR, "gateway": NODE_IP}]],
-                      # Service addresses are off the pod subnet: through the node, where kube-proxy
-                      # translates them (the FORWARD chain keeps everything else in).
-                      "routes": [{"dst": "0.0.0.0/0"}]}},
-            {"type": "portmap", "capabilities": {"portMappings": True}},
-        ],
-    }
-    (dir / "10-empo.conflist").write_text(json.dumps(conf, indent=2))
-    return dir
-
-
-def _cni_bin_dir() -> str:
-    for candidate in ("/usr/lib/cni", "/opt/cni/bin"):
-        if (Path(candidate) / "bridge").exists():
-            return candidate
-    raise RuntimeError("the CNI plugins are missing: apt-get install containernetworking-plugins")
-
-
-# ---------------------------------------------------------------------------------------------
-# node components
-# ---------------------------------------------------------------------------------------------
-
-def _kubelet_config(workdir: Path, runtime_socket: Path, cp: ControlPlane, port: int, healthz: int) -> Path:
-    resolv = workdir / "resolv.conf"
-    resolv.write_text("")  # pods get cluster DNS only; nothing of the host's resolver
-    config = {
-        "apiVersion": "kubelet.config.k8s.io/v1beta1", "kind": "KubeletConfiguration",
-        "address": NODE_IP, "port": port, "readOnlyPort": 0,
-        "healthzBindAddress": "127.0.0.1", "healthzPort": healthz,
-        # Only the API server (its client certificate, signed by the test CA) may call the kubelet.
-        "authentication": {"anonymous": {"enabled": False}, "webhook": {"enabled": False},
-                           "x509": {"clientCAFile": str(cp.ca_file)}},
-        "authorization": {"mode": "AlwaysAllow"},
-        "cgroupDriver": "cgroupfs", "failCgroupV1": False, "failSwapOn": False,
-        "containerRuntimeEndpoint": f"unix://{runtime_socket}",
-        "enforceNodeAllocatable": [],
-        "clusterDNS": [NODE_IP], "clusterDomain": CLUSTER_DOMAIN, "resolvConf": str(resolv),
-        "podLogsDir": str(workdir / "pod-logs"),
-        # A test node on a shared disk: evict only when really out of room, never delete the images
-        # imported for the tests.
-        "evictionHard": {"memory.available": "200Mi", "nodefs.available": "1%", "imagefs.available": "1%",
-                         "nodefs.inodesFree": "1%"},
-        "imageGCHighThresholdPercent": 100, "imageGCLowThresholdPercent": 99,
-        "serializeImagePulls": False, "registerNode": True, "maxPods": 110,
-        "syncFrequency": "10s", "fileCheckFrequency": "10s",
-        "nodeStatusUpdateFrequency": "5s",
-    }
-    path = workdir / "kubelet.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
-def _kube_proxy_config(workdir: Path, kubeconfig: Path, metrics: int, healthz: int) -> Path:
-    config = {
-        "apiVersion": "kubeproxy.config.k8s.io/v1alpha1", "kind": "KubeProxyConfiguration",
-        "mode": "iptables", "clusterCIDR": POD_CIDR, "hostnameOverride": NODE_NAME,
-        "bindAddress": NODE_IP,
-        "clientConnection": {"kubeconfig": str(kubeconfig)},
-        "metricsBindAddress": f"127.0.0.1:{metrics}", "healthzBindAddress": f"127.0.0.1:{healthz}",
-        # NodePorts only on the bridge; conntrack sysctls left as the machine has them.
-        "nodePortAddresses": [f"{NODE_IP}/32"],
-        "conntrack": {"maxPerCore": 0},
-    }
-    path = workdir / "kube-proxy.yaml"
-    path.write_text(yaml.safe_dump(config))
-    return path
-
-
-def _corefile(workdir: Path, kubeconfig: Path, health: int, ready: int) -> Path:
-    path = workdir / "Corefile"
-    path.write_text(f""".:53 {{
-    bind {NODE_IP}
-    errors
-    health 127.0.0.1:{health}
-    ready 127.0.0.1:{ready}
-    kubernetes {CLUSTER_DOMAIN} in-addr.arpa ip6.arpa {{
-        kubeconfig {kubeconfig} admin
-        pods insecure
-        fallthrough in-addr.arpa ip6.arpa
-    }}
-    cache 30
-}}
-""")
-    return path
-
-
 @dataclass
 class NodeCluster:
     cp: ControlPlane
@@ -383,8 +252,8 @@ def start_node_cluster(workdir: Path, tools: dict[str, Path] | None = None,
         # containerd: content and snapshots persist in the cache so images are imported once.
         root = IMAGES_CACHE / "containerd-root"
         root.mkdir(parents=True, exist_ok=True)
-        cni_conf = _cni_config(node_dir / "cni", node_dir / "cni-ipam")
-        ctrd_config = _containerd_config(node_dir, root, images["pause"][0], cni_conf, _cni_bin_dir())
+        cni_conf = cni_config(node_dir / "cni", node_dir / "cni-ipam")
+        ctrd_config = containerd_config(node_dir, root, images["pause"][0], cni_conf, cni_bin_dir())
         containerd = _start("containerd", ["containerd", "--config", str(ctrd_config)], node_dir)
         ctrd = Containerd(node_dir / "containerd.sock")
 
@@ -410,9 +279,9 @@ def start_node_cluster(workdir: Path, tools: dict[str, Path] | None = None,
 
         admin = cp.kubeconfig
         kubelet_port, kubelet_healthz, sched_port, proxy_metrics, proxy_healthz, dns_health, dns_ready = _free_ports(7)
-        kubelet_config = _kubelet_config(node_dir, ctrd.socket, cp, kubelet_port, kubelet_healthz)
+        kubelet_yaml = kubelet_config(node_dir, ctrd.socket, cp, kubelet_port, kubelet_healthz)
         kubelet = _start("kubelet", [
-            str(tools["kubelet"]), f"--config={kubelet_config}", f"--kubeconfig={admin}",
+            str(tools["kubelet"]), f"--config={kubelet_yaml}", f"--kubeconfig={admin}",
             f"--root-dir={node_dir / 'kubelet'}", f"--hostname-override={NODE_NAME}", f"--node-ip={NODE_IP}",
             f"--cert-dir={node_dir / 'kubelet-pki'}", "--v=1",
         ], node_dir)
@@ -423,10 +292,10 @@ def start_node_cluster(workdir: Path, tools: dict[str, Path] | None = None,
             f"--authentication-kubeconfig={admin}", f"--authorization-kubeconfig={admin}", "--profiling=false",
         ], node_dir))
         proxy = _start("kube-proxy", [
-            str(tools["kube-proxy"]), f"--config={_kube_proxy_config(node_dir, admin, proxy_metrics, proxy_healthz)}",
+            str(tools["kube-proxy"]), f"--config={kube_proxy_config(node_dir, admin, proxy_metrics, proxy_healthz)}",
         ], node_dir)
         components.append(proxy)
-        coredns = _start("coredns", [str(tools["coredns"]), "-conf", str(_corefile(node_dir, admin, dns_health,
+        coredns = _start("coredns", [str(tools["coredns"]), "-conf", str(corefile(node_dir, admin, dns_health,
                                                                                   dns_ready))], node_dir)
         components.append(coredns)
 
