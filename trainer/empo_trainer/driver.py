@@ -18,10 +18,14 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from empo_api.errors import SpecError
 from empo_api.models import EmpoRun
 from empo_api.placement import plan_placement
 
 from . import metrics_exporter, model_staging, preemption, tracking
+from .data import DatasetError
+from .model_source import ModelSourceError
+from .storage import StorageError
 from .distributed import node_local_ranks
 from . import lifeline
 from .grpo_settings import total_steps
@@ -342,8 +346,8 @@ def _write_report(storage) -> Path | None:
 
 
 def run_to_exit(empo_run: EmpoRun, label: str, **options: Any) -> int:
-    """`empo_run` trained by run(empo_run, **options), as a command ends it, for `empo train` and the RayJob's
-    entry point alike; every line it prints starts with `label`.
+    """`empo_run` trained by run(empo_run, **options) and ended as a command ends, for `empo train`
+    and the RayJob's entry point alike; every line it prints starts with `label`.
 
     Exit 0 with the summary on stdout when the run is done; preemption.EXIT_PREEMPTED when a stop
     request ended it after a checkpoint, or before the learners trained (then status.lastPreemption
@@ -351,12 +355,6 @@ def run_to_exit(empo_run: EmpoRun, label: str, **options: Any) -> int:
     attempt at once and does not count it against maxRestarts); 2 with one line on stderr, no
     traceback, for input the user can fix or storage that stayed down past its outage window (an
     actor's error arrives wrapped in Ray's, whose text is the actor's traceback)."""
-    from empo_api.errors import SpecError
-
-    from .data import DatasetError
-    from .model_source import ModelSourceError
-    from .storage import StorageError
-
     try:
         summary = run(empo_run, **options)
     except preemption.Preempted:
