@@ -3,6 +3,7 @@
     .venv/bin/python benchmarks/fault_trials.py                       # every fault, 5 times each
     .venv/bin/python benchmarks/fault_trials.py --quick               # every fault once
     .venv/bin/python benchmarks/fault_trials.py --faults drain,kill-head --repeats 3 --seed 7
+    .venv/bin/python benchmarks/fault_trials.py --first-trial 1 --repeats 4 --include earlier.json
 
 Starts the node cluster of the end-to-end tests (tests/plugins/node.py), a SeaweedFS the pods reach
 and the chart's operator, as benchmarks/bench_pods.py does (root, a free node: nothing else may run
@@ -43,6 +44,11 @@ thread) and the EmpoRun status (phase, restarts, preemptions, lastPreemption):
   model            the final checkpoint's model.safetensors against an uninterrupted reference run
                    of the same configuration (same seed, tiny model on CPU): equal with tolerance 0,
                    and the largest absolute difference.
+
+Trials run round by round (trial 0 of every fault, then trial 1, ...), so a stopped run leaves the
+faults evenly covered. A trial's moment depends only on (seed, fault, trial index): `--first-trial 1
+--repeats 4 --include earlier.json` adds trials 1-4 to a series whose trial 0 is in earlier.json
+(same seed and run configuration, checked), and the summary counts all five.
 
 Prints a table, writes every trial and the summary as JSON (`--out`) and the table as Markdown
 (`--md`, for docs/results.md), both rewritten after every trial.
@@ -283,9 +289,40 @@ def _write(args, result: dict) -> None:
     args.out.write_text(json.dumps(result, indent=1, default=str) + "\n")
     config = result["config"]
     args.md.write_text(
-        f"Fault trials on the test node ({config['repeats']} per fault, seed {config['seed']}; tiny model, "
+        f"Fault trials on the test node (seed {config['seed']}"
+        + (f", with the trials of {', '.join(config['include'])}" if config.get("include") else "") + "; tiny model, "
         f"{config['steps']} steps, checkpointEvery {config['checkpoint_every']}, maxRestarts "
         f"{config['max_restarts']}; benchmarks/fault_trials.py):\n\n" + markdown_table(result["summary"]))
+
+
+RUN_CONFIG = ("seed", "steps", "checkpoint_every", "max_restarts", "outage_s", "kubelet_down_s")
+
+
+def plan_trials(faults: list[str], first: int, repeats: int) -> list[tuple[str, int]]:
+    """(fault, trial index) in the order they run: round by round, so that a run stopped early has
+    as many trials of each fault as the others, give or take one."""
+    return [(fault, i) for i in range(first, first + repeats) for fault in faults]
+
+
+def included_trials(config: dict, earlier: dict, source: str, plan: list[tuple[str, int]]) -> list[dict]:
+    """The trials of an earlier output (`--include`) that belong to this series: same seed and run
+    configuration (else the moments or the run differ and the counts would mix two experiments), of a
+    fault asked for, and not planned again here."""
+    theirs = earlier.get("config", {})
+    differ = [k for k in RUN_CONFIG if k in theirs and theirs[k] != config[k]]
+    if differ:
+        raise ValueError(f"{source}: {', '.join(f'{k} {theirs[k]!r} (here {config[k]!r})' for k in differ)}: "
+                         "not the same series")
+    planned = set(plan)
+    out = []
+    for t in earlier.get("trials", []):
+        if t["fault"] not in config["faults"]:
+            continue
+        if (t["fault"], t["index"]) in planned:
+            raise ValueError(f"{source}: {t['fault']} trial {t['index']} is planned again here "
+                             f"(--first-trial {min(i for _, i in plan)}); start after it")
+        out.append({**t, "from": source})
+    return out
 
 
 def parse_faults(text: str) -> list[str]:
@@ -305,6 +342,10 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"comma-separated, from {', '.join(FAULTS + EXTRA_FAULTS)} (default: all but none)")
     parser.add_argument("--repeats", type=int, default=5, help="trials per fault (default 5)")
     parser.add_argument("--quick", action="store_true", help="one trial per fault (--repeats 1)")
+    parser.add_argument("--first-trial", type=int, default=0,
+                        help="index of the first trial of each fault (its moment is seeded by seed, fault, index)")
+    parser.add_argument("--include", type=Path, action="append", default=[],
+                        help="an earlier output JSON of the same series whose trials join the summary")
     parser.add_argument("--seed", type=int, default=24, help="seed of the moments the faults come (default 24)")
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--checkpoint-every", type=int, default=4)
@@ -339,8 +380,16 @@ def main(argv: list[str] | None = None) -> int:
     from tests.plugins.node import NODE_IP, NODE_NAME, build_images, start_node_cluster
     from tests.plugins.seaweedfs import start_seaweedfs
 
-    result: dict[str, Any] = {"config": {k: (str(v) if isinstance(v, Path) else v) for k, v in vars(args).items()},
-                              "trials": []}
+    config = {k: (str(v) if isinstance(v, Path) else [str(x) for x in v] if k == "include" else v)
+              for k, v in vars(args).items()}
+    plan = plan_trials(args.faults, args.first_trial, args.repeats)
+    try:
+        earlier = [t for path in args.include
+                   for t in included_trials(config, json.loads(path.read_text()), str(path), plan)]
+    except (OSError, ValueError) as e:
+        print(f"--include: {e}", file=sys.stderr)
+        return 2
+    result: dict[str, Any] = {"config": config, "trials": earlier}
     images = build_images()
     with tempfile.TemporaryDirectory(prefix="empo-faults-") as tmp:
         with start_node_cluster(Path(tmp), images=images) as nc, \
@@ -352,12 +401,11 @@ def main(argv: list[str] | None = None) -> int:
                 result["reference"], reference = reference_run(ctx)
                 print(f"reference: {json.dumps(result['reference'])}", flush=True)
             try:
-                for fault in args.faults:
-                    for i in range(args.repeats):
-                        out = trial(ctx, fault, i, reference)
-                        result["trials"].append(out)
-                        print(json.dumps(out, default=str), flush=True)
-                        _write(args, result)
+                for fault, i in plan:
+                    out = trial(ctx, fault, i, reference)
+                    result["trials"].append(out)
+                    print(json.dumps(out, default=str), flush=True)
+                    _write(args, result)
             finally:
                 nc.cp.kubectl("uncordon", NODE_NAME, check=False)
     _write(args, result)

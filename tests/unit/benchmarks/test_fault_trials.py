@@ -20,3 +20,29 @@ def test_fault_selection():
     assert args.quick and args.faults == ["s3-outage"] and args.repeats == 5 and args.steps == 12
     assert args.checkpoint_every == 4 and args.max_restarts == 3 and args.reference
     assert set(FAULT_ACTIONS) == set(FAULTS + EXTRA_FAULTS)
+
+
+def test_trials_run_round_by_round_from_the_first_index():
+    plan = ft.plan_trials(["drain", "kill-head"], 1, 2)
+    assert plan == [("drain", 1), ("kill-head", 1), ("drain", 2), ("kill-head", 2)]
+    args = ft.build_parser().parse_args(["--first-trial", "1", "--repeats", "4", "--include", "a.json"])
+    assert args.first_trial == 1 and [str(p) for p in args.include] == ["a.json"]
+
+
+def _config(**changes):
+    args = ft.build_parser().parse_args(["--faults", "drain,s3-outage"])
+    return {**vars(args), **changes}
+
+
+def test_an_earlier_series_joins_the_summary_when_it_is_the_same_experiment():
+    earlier = {"config": {"seed": 24, "steps": 12, "checkpoint_every": 4, "max_restarts": 3},
+               "trials": [{"fault": "drain", "index": 0, "steps_lost": 0},
+                          {"fault": "kill-head", "index": 0, "steps_lost": 2}]}
+    plan = ft.plan_trials(["drain", "s3-outage"], 1, 4)
+    got = ft.included_trials(_config(), earlier, "early.json", plan)
+    assert got == [{"fault": "drain", "index": 0, "steps_lost": 0, "from": "early.json"}]  # kill-head not asked
+
+    with pytest.raises(ValueError, match="seed 7 .here 24.*not the same series"):
+        ft.included_trials(_config(), {**earlier, "config": {**earlier["config"], "seed": 7}}, "e.json", plan)
+    with pytest.raises(ValueError, match="drain trial 0 is planned again"):
+        ft.included_trials(_config(), earlier, "e.json", ft.plan_trials(["drain"], 0, 5))
