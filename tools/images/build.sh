@@ -157,7 +157,25 @@ prepare_storage() {
   mkdir -p "$cache/buildah-tmp" "$runroot"
   local d
   for d in "$cache"/run/*; do [[ $d == "$runroot" ]] || rm -rf "$d"; done
+  # A build killed mid-step leaves its working container, each holding a layer of up to several GB that
+  # no prune removes; this run holds the lock, so no container in this storage is in use.
+  buildah_ rm --all >/dev/null 2>&1 || true
   storage_ready=1
+}
+
+# About what a build of each image takes on disk while it runs (layers, the export, the archive); the
+# trainer's peak was measured at about 20 GB. A full disk fails deep inside buildah's commit ("read/write
+# on closed pipe"), so say it before starting.
+declare -A need_gb=([pause]=1 [operator]=4 [trainer-cpu]=20)
+check_free_disk() {
+  local name=$1 need=${EMPO_IMAGES_MIN_FREE_GB:-${need_gb[$1]}} free
+  free=$(df --output=avail -B1G "$cache" | tail -1 | tr -d ' ')
+  if (( free < need )); then
+    log "building $name needs about $need GB free under $cache; $free GB are free." \
+      "Old archives are in $cache/archives, the builder's storage in $cache/storage" \
+      "(EMPO_IMAGES_MIN_FREE_GB sets the threshold)"
+    exit 3
+  fi
 }
 have_image() { buildah_ images -q "$1" >/dev/null 2>&1; }
 
@@ -167,7 +185,8 @@ bud() {
   shift 3
   local ca=()
   [[ -f $host_ca ]] && ca=(-v "$host_ca:/etc/ssl/certs/ca-certificates.crt:ro")
-  buildah_ bud --isolation chroot --layers --format docker --pull=never "${ca[@]}" \
+  # --force-rm: a failed step's working container goes too (--rm alone keeps it on failure).
+  buildah_ bud --isolation chroot --layers --force-rm --format docker --pull=never "${ca[@]}" \
     -f "$dockerfile" -t "$tag" "$@" "$context" >&2
 }
 
@@ -254,6 +273,7 @@ image() {
   local name=$1 repository=$2 hash=${3:0:12} builder=$4
   local ref=$repository:$hash archive=$cache/archives/$name-$hash.tar
   if [[ ! -f $archive ]]; then
+    check_free_disk "$name"
     prepare_storage
     local start=$SECONDS
     log "building $name as $ref"

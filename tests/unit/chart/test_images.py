@@ -2,6 +2,7 @@
 operator image has no torch, and the trainer image's GPU pins replace the CPU test pins."""
 
 import importlib.util
+import os
 import re
 import subprocess
 import sys
@@ -144,3 +145,17 @@ def test_trainer_pins_are_consistent():
               for line in (REPO / "constraints.txt").read_text().splitlines() if line.strip()}
     assert tested["transformers"] == pins["transformers"]
     assert pins["ray"] == "==2.60.0"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="tools/images/build.sh needs root")
+def test_image_build_stops_before_it_would_fill_the_disk(tmp_path):
+    # A full disk fails deep inside buildah's commit and leaves multi-GB layers behind; the build says
+    # so first. The threshold is set above any disk's size, so the check refuses on every machine.
+    env = {**os.environ, "EMPO_IMAGES_CACHE": str(tmp_path), "EMPO_IMAGES_MIN_FREE_GB": "100000000"}
+    result = subprocess.run([str(REPO / "tools" / "images" / "build.sh"), "pause"], env=env,
+                            capture_output=True, text=True, timeout=60)
+    assert result.returncode == 3, result.stderr
+    assert "building pause needs about 100000000 GB free" in result.stderr
+    assert "EMPO_IMAGES_MIN_FREE_GB" in result.stderr and str(tmp_path) in result.stderr
+    assert result.stdout == "" and list((tmp_path / "archives").iterdir()) == []
+    assert not (tmp_path / "storage").exists()  # the builder was never started
