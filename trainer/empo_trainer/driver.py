@@ -167,8 +167,8 @@ def _run(run: EmpoRun, steps: int | None, fresh: bool, progress: bool, num_cpus:
     examples = load_examples(spec.dataset, spec.prompt)
     max_steps = steps or total_steps(spec, len(examples))
     plan = plan_placement(spec)
-    _init_ray(num_cpus)
-    preempt.rearm()  # ray.init replaced our SIGTERM handler with its own
+    with preempt.around_ray_init():  # ray.init replaces our SIGTERM handler with its own
+        _init_ray(num_cpus)
     threads = num_cpus or os.cpu_count()
     events = Queue()
     # The model is fetched once, here (the one pod with HF_TOKEN), into the run's storage; the

@@ -21,6 +21,7 @@ through them.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import signal
 import sys
@@ -108,6 +109,46 @@ class DriverPreemption:
 
         if self._previous is not None and threading.current_thread() is threading.main_thread():
             signal.signal(signal.SIGTERM, self._on_sigterm)
+
+    @contextlib.contextmanager
+    def around_ray_init(self):
+        """Run ray.init inside this. ray.init installs Ray's own SIGTERM handlers before rearm() can
+        take the signal back (its own, `sys.exit(15)`; a local cluster's, which stops the cluster's
+        processes and calls `sys.exit(1)`), so a pod stopped while Ray starts would end as a failure
+        that counts against maxRestarts. Python's C-level signal handler writes each signal's number
+        to the wakeup fd whichever Python handler then runs, which is how a SIGTERM in that window is
+        seen; it then ends as Preempted, like one before or after ray.init."""
+        import threading
+
+        if threading.current_thread() is not threading.main_thread():  # no signals off the main thread
+            yield
+            self.rearm()
+            return
+        read_end, write_end = os.pipe()
+        os.set_blocking(read_end, False)
+        os.set_blocking(write_end, False)
+        previous = signal.set_wakeup_fd(write_end, warn_on_full_buffer=False)
+        failure: BaseException | None = None
+        try:
+            yield
+        except BaseException as exc:  # Ray's handlers raise SystemExit from wherever ray.init was
+            failure = exc
+        finally:
+            signal.set_wakeup_fd(previous)
+            self.rearm()
+            try:
+                seen = signal.SIGTERM in os.read(read_end, 4096)
+            except BlockingIOError:
+                seen = False
+            os.close(read_end)
+            os.close(write_end)
+        if seen:
+            if self.requested_at is None:
+                self.requested_at, self.reason = time.monotonic(), "SIGTERM"
+            if not self.in_training:
+                raise Preempted("SIGTERM while Ray started") from failure
+        if failure is not None:
+            raise failure
 
     def uninstall(self) -> None:
         if self._previous is not None:

@@ -8,7 +8,9 @@ it, so a pod stopped during its start cost the run one of its maxRestarts.
 The status goes to the KMock emulator (the status subresource, as on a real API server; the
 reporter's patches are the same). The stop is sent as soon as the driver's pid file appears: the
 driver writes it when it takes SIGTERM over, before it imports Ray, so the signal lands in the
-start-up (Ray's import alone takes over a second)."""
+start-up (Ray's import alone takes over a second). A third case sends it once the local Ray's GCS
+server runs, inside ray.init, whose own SIGTERM handlers then hold the signal (they used to end
+the driver with exit 1)."""
 
 import json
 import signal
@@ -18,6 +20,7 @@ import sys
 import pytest
 import yaml
 
+from empo_trainer.lifeline import heirs
 from empo_trainer.preemption import EXIT_PREEMPTED
 from tests.waiting import wait_for
 
@@ -34,11 +37,27 @@ def _command(entry: str, manifest, folder) -> list[str]:
     return [sys.executable, "-m", "empo_trainer", "run", "--config", str(config)]
 
 
-@pytest.mark.parametrize("entry", ["empo train", "RayJob entrypoint"])
-def test_a_stop_during_start_up_exits_75_and_tells_the_run(entry, kube_emulator, empo_env, tmp_path):
+def _comm(pid: int) -> str:
+    try:
+        with open(f"/proc/{pid}/comm") as f:
+            return f.read().strip()
+    except OSError:
+        return ""
+
+
+def _ray_starting(driver: int) -> bool:
+    """Whether `driver`'s ray.init has started the local cluster's GCS server (and is not done yet:
+    the raylet and the driver's connection come after it, seconds on this machine)."""
+    return any(_comm(pid).startswith("gcs_server") for pid in heirs(driver))
+
+
+@pytest.mark.parametrize("entry,when", [("empo train", "start"), ("RayJob entrypoint", "start"),
+                                        ("empo train", "ray.init")], ids=["empo-train", "rayjob-entrypoint",
+                                                                          "empo-train-in-ray-init"])
+def test_a_stop_during_start_up_exits_75_and_tells_the_run(entry, when, kube_emulator, empo_env, tmp_path):
     from empo_operator.kube import Kube
 
-    namespace, name = "before-training", f"start-{'cli' if entry == 'empo train' else 'pod'}"
+    namespace, name = "before-training", f"{when.replace('.', '-')}-{'cli' if entry == 'empo train' else 'pod'}"
     kube_emulator.add_namespace(namespace)
     manifest = tiny_manifest(tmp_path, storage={"uri": str(tmp_path / "runs")})
     doc = yaml.safe_load(manifest.read_text())
@@ -52,8 +71,12 @@ def test_a_stop_during_start_up_exits_75_and_tells_the_run(entry, kube_emulator,
     proc = subprocess.Popen(_command(entry, manifest, tmp_path), env=env, cwd=REPO, text=True,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        wait_for(lambda: proc.poll() is not None or (drivers.is_dir() and any(drivers.iterdir())), 120, 0.01,
-                 "the driver's pid file")
+        if when == "start":
+            wait_for(lambda: proc.poll() is not None or (drivers.is_dir() and any(drivers.iterdir())), 120, 0.01,
+                     "the driver's pid file")
+        else:
+            wait_for(lambda: proc.poll() is not None or _ray_starting(proc.pid), 120, 0.01,
+                     "the local Ray's GCS server")
         proc.send_signal(signal.SIGTERM)
         out, err = proc.communicate(timeout=120)
     finally:
@@ -66,3 +89,4 @@ def test_a_stop_during_start_up_exits_75_and_tells_the_run(entry, kube_emulator,
     preemption = status.get("lastPreemption") or {}
     assert "preempted before training started" in preemption.get("message", ""), status
     assert preemption.get("step") is None, preemption  # nothing was checkpointed by this attempt
+    wait_for(lambda: not heirs(proc.pid), 60, 0.2, "the driver's local Ray to be gone")
