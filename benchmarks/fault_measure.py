@@ -120,6 +120,18 @@ def measure(snapshots: list[Snapshot], fault_at: float) -> dict[str, Any]:
     return out
 
 
+def settle_run_done(trial: dict[str, Any], total_steps: int) -> dict[str, Any]:
+    """measure()'s figures, settled for a next attempt that logged no step because the interrupted
+    one had already logged the last (a head killed near the end: the learners finish and commit the
+    final step, then the next attempt finds that checkpoint and ends). That attempt trained nothing
+    again, so nothing was lost; measure() alone cannot tell it from an attempt that never got going,
+    which is why it leaves the figure empty."""
+    if trial.get("new_attempts") and trial.get("resumed_from") is None and trial.get("steps_lost") is None \
+            and (trial.get("hit_step") or 0) >= total_steps:
+        return {**trial, "resumed_from": trial["hit_step"], "steps_lost": 0, "done_before_next_attempt": True}
+    return trial
+
+
 def final_lines(records: list[dict], torn: int, total_steps: int) -> dict[str, int]:
     """metrics.jsonl at the end against steps 1..total_steps, one line each."""
     steps = [r["step"] for r in records]

@@ -48,7 +48,11 @@ thread) and the EmpoRun status (phase, restarts, preemptions, lastPreemption):
 Trials run round by round (trial 0 of every fault, then trial 1, ...), so a stopped run leaves the
 faults evenly covered. A trial's moment depends only on (seed, fault, trial index): `--first-trial 1
 --repeats 4 --include earlier.json` adds trials 1-4 to a series whose trial 0 is in earlier.json
-(same seed and run configuration, checked), and the summary counts all five.
+(same seed and run configuration, checked), and the summary counts all five. `--summarize-only
+--include a.json --include b.json` runs nothing: it judges the trials of those outputs by today's
+rules and writes the summary. A next attempt that logs no step because the interrupted one already
+logged the last (a head killed near the end: the learners finish the run) lost nothing
+(`done_before_next_attempt`).
 
 Prints a table, writes every trial and the summary as JSON (`--out`) and the table as Markdown
 (`--md`, for docs/results.md), both rewritten after every trial.
@@ -75,7 +79,8 @@ sys.path.insert(0, str(REPO))  # run as a script: for benchmarks.fault_measure a
 from benchmarks.fault_actions import FAULT_ACTIONS, Context  # noqa: E402
 from benchmarks.fault_measure import (EXTRA_FAULTS, FAULTS, Snapshot, _max_step, compare_state_dicts,  # noqa: E402
                                       final_lines, markdown_table, measure, newest_attempt, parse_latest_step,
-                                      parse_metrics, pick_moment, summarize, text_table, trial_random, verdict)
+                                      parse_metrics, pick_moment, settle_run_done, summarize, text_table, trial_random,
+                                      verdict)
 
 RESULTS = REPO / "benchmarks" / "results"
 
@@ -222,7 +227,7 @@ def trial(ctx: Context, fault: str, index: int, reference: Path | None) -> dict:
     out["last_preemption"] = final.get("lastPreemption")
     out["run_s"] = round(time.time() - applied, 1)
     if out.get("fault_at_s") is not None:
-        out.update(measure(snapshots, fault_at))
+        out.update(settle_run_done(measure(snapshots, fault_at), args.steps))
     client = s3.client()
     try:
         body = client.get_object(Bucket=bucket, Key=root + "metrics.jsonl")["Body"].read().decode("utf-8", "replace")
@@ -283,7 +288,17 @@ def reference_run(ctx: Context) -> tuple[dict, Path | None]:
 # main
 # ---------------------------------------------------------------------------------------------
 
+def judge(trials: list[dict], total_steps: int) -> None:
+    """Every trial judged by today's rules, those of an earlier output (`--include`) too."""
+    for t in trials:
+        if t.get("fault_at_s") is None or t.get("missed"):
+            continue
+        t.update(settle_run_done(t, total_steps))
+        t["met_goal"] = verdict(t["fault"], t)
+
+
 def _write(args, result: dict) -> None:
+    judge(result["trials"], args.steps)
     result["summary"] = summarize(result["trials"])
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(result, indent=1, default=str) + "\n")
@@ -346,6 +361,8 @@ def build_parser() -> argparse.ArgumentParser:
                         help="index of the first trial of each fault (its moment is seeded by seed, fault, index)")
     parser.add_argument("--include", type=Path, action="append", default=[],
                         help="an earlier output JSON of the same series whose trials join the summary")
+    parser.add_argument("--summarize-only", action="store_true",
+                        help="no node, no trials: judge and summarize the --include outputs into --out and --md")
     parser.add_argument("--seed", type=int, default=24, help="seed of the moments the faults come (default 24)")
     parser.add_argument("--steps", type=int, default=12)
     parser.add_argument("--checkpoint-every", type=int, default=4)
@@ -371,15 +388,11 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     if args.quick:
         args.repeats = 1
-    if os.geteuid() != 0:
+    if args.summarize_only:
+        args.repeats = 0
+    if os.geteuid() != 0 and not args.summarize_only:
         print("the test node needs root (network, mounts, cgroups)", file=sys.stderr)
         return 2
-    signal.signal(signal.SIGTERM, _interrupt)  # a kill tears the node down like Ctrl-C
-
-    from tests.e2e.flow import install_operator
-    from tests.plugins.node import NODE_IP, NODE_NAME, build_images, start_node_cluster
-    from tests.plugins.seaweedfs import start_seaweedfs
-
     config = {k: (str(v) if isinstance(v, Path) else [str(x) for x in v] if k == "include" else v)
               for k, v in vars(args).items()}
     plan = plan_trials(args.faults, args.first_trial, args.repeats)
@@ -390,6 +403,17 @@ def main(argv: list[str] | None = None) -> int:
         print(f"--include: {e}", file=sys.stderr)
         return 2
     result: dict[str, Any] = {"config": config, "trials": earlier}
+    if args.summarize_only:
+        _write(args, result)
+        print(text_table(result["summary"]))
+        print(f"written: {args.out} and {args.md}")
+        return 0
+    signal.signal(signal.SIGTERM, _interrupt)  # a kill tears the node down like Ctrl-C
+
+    from tests.e2e.flow import install_operator
+    from tests.plugins.node import NODE_IP, NODE_NAME, build_images, start_node_cluster
+    from tests.plugins.seaweedfs import start_seaweedfs
+
     images = build_images()
     with tempfile.TemporaryDirectory(prefix="empo-faults-") as tmp:
         with start_node_cluster(Path(tmp), images=images) as nc, \

@@ -138,3 +138,20 @@ def test_moments_are_seeded_per_trial_and_mid_run():
     assert a != fm.pick_moment(fm.trial_random(24, "drain", 1), 12)
     moments = [fm.pick_moment(fm.trial_random(s, "kill-head", 0), 12) for s in range(200)]
     assert {step for step, _ in moments} == set(range(1, 9)) and all(0 <= f < 1 for _, f in moments)
+
+
+def test_a_next_attempt_that_found_the_run_done_lost_nothing():
+    # kill -9 of the head at step 8: the learner trains on to step 12 and commits it; the entry
+    # point's next attempt finds that checkpoint and ends without a step to log.
+    snaps = [fm.Snapshot(10, 1, lines(1, 8), 8), fm.Snapshot(40, 1, lines(1, 12), 12),
+             fm.Snapshot(50, 2, lines(1, 12), 12)]
+    m = fm.measure(snaps, 11)
+    assert m["new_attempts"] == 1 and m["hit_step"] == 12 and m["steps_lost"] is None
+    settled = fm.settle_run_done(m, 12)
+    assert settled["steps_lost"] == 0 and settled["resumed_from"] == 12 and settled["done_before_next_attempt"]
+    trial = {**settled, "phase": "Succeeded", "lines_lost": 0, "lines_duplicated": 0, "lines_torn": 0}
+    assert fm.verdict("kill-head", trial)
+    # an attempt that never logged while steps were still to train stays without a figure
+    assert fm.settle_run_done(m, 13)["steps_lost"] is None
+    early = fm.measure([fm.Snapshot(1, 1, lines(1, 2)), fm.Snapshot(5, 2, lines(1, 2))], 2)
+    assert fm.settle_run_done(early, 12) == early

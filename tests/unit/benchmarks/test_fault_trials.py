@@ -2,6 +2,7 @@
 (no servers)."""
 
 import argparse
+import json
 
 import pytest
 
@@ -46,3 +47,19 @@ def test_an_earlier_series_joins_the_summary_when_it_is_the_same_experiment():
         ft.included_trials(_config(), {**earlier, "config": {**earlier["config"], "seed": 7}}, "e.json", plan)
     with pytest.raises(ValueError, match="drain trial 0 is planned again"):
         ft.included_trials(_config(), earlier, "e.json", ft.plan_trials(["drain"], 0, 5))
+
+
+def test_summarize_only_judges_an_earlier_output_by_todays_rules(tmp_path):
+    done_run = {"fault": "kill-head", "index": 1, "fault_at_s": 92.7, "phase": "Succeeded", "new_attempts": 1,
+                "hit_step": 12, "resumed_from": None, "steps_lost": None, "resume_s": None,
+                "steps_since_checkpoint": 8, "lines_lost": 0, "lines_duplicated": 0, "lines_torn": 0,
+                "met_goal": False, "model": {"equal": True, "max_abs_diff": 0.0}}
+    earlier = tmp_path / "run.json"
+    earlier.write_text(json.dumps({"config": {"seed": 24, "steps": 12, "checkpoint_every": 4, "max_restarts": 3},
+                                   "trials": [done_run]}))
+    out, md = tmp_path / "all.json", tmp_path / "all.md"
+    assert ft.main(["--summarize-only", "--include", str(earlier), "--out", str(out), "--md", str(md)]) == 0
+    result = json.loads(out.read_text())
+    assert result["trials"][0]["met_goal"] and result["trials"][0]["steps_lost"] == 0
+    assert result["summary"][0]["fault"] == "kill-head" and result["summary"][0]["met_goal"] == 1
+    assert "| kill-head | 1 |" in md.read_text() and str(earlier) in md.read_text()
