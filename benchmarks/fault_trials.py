@@ -48,7 +48,8 @@ thread) and the EmpoRun status (phase, restarts, preemptions, lastPreemption):
 Trials run round by round (trial 0 of every fault, then trial 1, ...), so a stopped run leaves the
 faults evenly covered. A trial's moment depends only on (seed, fault, trial index): `--first-trial 1
 --repeats 4 --include earlier.json` adds trials 1-4 to a series whose trial 0 is in earlier.json
-(same seed and run configuration, checked), and the summary counts all five. `--summarize-only
+(same seed and run configuration, checked), and the summary counts all five; where two included
+outputs hold the same trial, the later one's is kept. `--summarize-only
 --include a.json --include b.json` runs nothing: it judges the trials of those outputs by today's
 rules and writes the summary. A next attempt that logs no step because the interrupted one already
 logged the last (a head killed near the end: the learners finish the run) lost nothing
@@ -336,8 +337,19 @@ def included_trials(config: dict, earlier: dict, source: str, plan: list[tuple[s
         if (t["fault"], t["index"]) in planned:
             raise ValueError(f"{source}: {t['fault']} trial {t['index']} is planned again here "
                              f"(--first-trial {min(i for _, i in plan)}); start after it")
-        out.append({**t, "from": source})
+        out.append({"from": source, **t})  # a trial an output had itself included keeps its source
     return out
+
+
+def merge_trials(batches: list[list[dict]]) -> list[dict]:
+    """The trials of several outputs, one per (fault, trial index): a trial run again (a later
+    `--include`) replaces the earlier one."""
+    merged: dict[tuple[str, int], dict] = {}
+    for batch in batches:
+        for t in batch:
+            merged.pop((t["fault"], t["index"]), None)
+            merged[(t["fault"], t["index"])] = t
+    return list(merged.values())
 
 
 def parse_faults(text: str) -> list[str]:
@@ -397,8 +409,8 @@ def main(argv: list[str] | None = None) -> int:
               for k, v in vars(args).items()}
     plan = plan_trials(args.faults, args.first_trial, args.repeats)
     try:
-        earlier = [t for path in args.include
-                   for t in included_trials(config, json.loads(path.read_text()), str(path), plan)]
+        earlier = merge_trials([included_trials(config, json.loads(path.read_text()), str(path), plan)
+                                for path in args.include])
     except (OSError, ValueError) as e:
         print(f"--include: {e}", file=sys.stderr)
         return 2

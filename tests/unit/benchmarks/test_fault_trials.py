@@ -63,3 +63,13 @@ def test_summarize_only_judges_an_earlier_output_by_todays_rules(tmp_path):
     assert result["trials"][0]["met_goal"] and result["trials"][0]["steps_lost"] == 0
     assert result["summary"][0]["fault"] == "kill-head" and result["summary"][0]["met_goal"] == 1
     assert "| kill-head | 1 |" in md.read_text() and str(earlier) in md.read_text()
+
+
+def test_a_trial_run_again_replaces_the_earlier_one_and_sources_are_kept():
+    first = [{"fault": "drain", "index": 0, "v": 1, "from": "older.json"}, {"fault": "kill-head", "index": 0, "v": 1}]
+    second = [{"fault": "drain", "index": 0, "v": 2}]
+    merged = ft.merge_trials([first, second])
+    assert sorted((t["fault"], t["v"]) for t in merged) == [("drain", 2), ("kill-head", 1)]
+    earlier = {"config": {"seed": 24}, "trials": first}
+    got = ft.included_trials(_config(faults=["drain", "kill-head"]), earlier, "mine.json", [])
+    assert [t["from"] for t in got] == ["older.json", "mine.json"]
