@@ -349,7 +349,8 @@ def merge_trials(batches: list[list[dict]]) -> list[dict]:
         for t in batch:
             merged.pop((t["fault"], t["index"]), None)
             merged[(t["fault"], t["index"])] = t
-    return list(merged.values())
+    order = {f: i for i, f in enumerate(FAULTS + EXTRA_FAULTS)}
+    return sorted(merged.values(), key=lambda t: (order.get(t["fault"], len(order)), t["index"]))
 
 
 def parse_faults(text: str) -> list[str]:
