@@ -76,12 +76,14 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))  # run as a script: for benchmarks.fault_measure and tests.plugins
 
 # The faults themselves are benchmarks/fault_actions.py, the pure measurement (what was observed into
-# figures, the tables) benchmarks/fault_measure.py; here: the observer, the trial driver, the CLI.
+# figures, the tables) benchmarks/fault_measure.py, a series' plan and merges benchmarks/fault_series.py;
+# here: the observer, the trial driver, the CLI.
 from benchmarks.fault_actions import FAULT_ACTIONS, Context  # noqa: E402
 from benchmarks.fault_measure import (EXTRA_FAULTS, FAULTS, Snapshot, _max_step, compare_state_dicts,  # noqa: E402
                                       final_lines, markdown_table, measure, newest_attempt, parse_latest_step,
                                       parse_metrics, pick_moment, settle_run_done, summarize, text_table, trial_random,
                                       verdict)
+from benchmarks.fault_series import included_trials, judge, merge_trials, plan_trials  # noqa: E402
 
 RESULTS = REPO / "benchmarks" / "results"
 
@@ -289,15 +291,6 @@ def reference_run(ctx: Context) -> tuple[dict, Path | None]:
 # main
 # ---------------------------------------------------------------------------------------------
 
-def judge(trials: list[dict], total_steps: int) -> None:
-    """Every trial judged by today's rules, those of an earlier output (`--include`) too."""
-    for t in trials:
-        if t.get("fault_at_s") is None or t.get("missed"):
-            continue
-        t.update(settle_run_done(t, total_steps))
-        t["met_goal"] = verdict(t["fault"], t)
-
-
 def _write(args, result: dict) -> None:
     judge(result["trials"], args.steps)
     result["summary"] = summarize(result["trials"])
@@ -309,48 +302,6 @@ def _write(args, result: dict) -> None:
         + (f", with the trials of {', '.join(config['include'])}" if config.get("include") else "") + "; tiny model, "
         f"{config['steps']} steps, checkpointEvery {config['checkpoint_every']}, maxRestarts "
         f"{config['max_restarts']}; benchmarks/fault_trials.py):\n\n" + markdown_table(result["summary"]))
-
-
-RUN_CONFIG = ("seed", "steps", "checkpoint_every", "max_restarts", "outage_s", "kubelet_down_s")
-
-
-def plan_trials(faults: list[str], first: int, repeats: int) -> list[tuple[str, int]]:
-    """(fault, trial index) in the order they run: round by round, so that a run stopped early has
-    as many trials of each fault as the others, give or take one."""
-    return [(fault, i) for i in range(first, first + repeats) for fault in faults]
-
-
-def included_trials(config: dict, earlier: dict, source: str, plan: list[tuple[str, int]]) -> list[dict]:
-    """The trials of an earlier output (`--include`) that belong to this series: same seed and run
-    configuration (else the moments or the run differ and the counts would mix two experiments), of a
-    fault asked for, and not planned again here."""
-    theirs = earlier.get("config", {})
-    differ = [k for k in RUN_CONFIG if k in theirs and theirs[k] != config[k]]
-    if differ:
-        raise ValueError(f"{source}: {', '.join(f'{k} {theirs[k]!r} (here {config[k]!r})' for k in differ)}: "
-                         "not the same series")
-    planned = set(plan)
-    out = []
-    for t in earlier.get("trials", []):
-        if t["fault"] not in config["faults"]:
-            continue
-        if (t["fault"], t["index"]) in planned:
-            raise ValueError(f"{source}: {t['fault']} trial {t['index']} is planned again here "
-                             f"(--first-trial {min(i for _, i in plan)}); start after it")
-        out.append({"from": source, **t})  # a trial an output had itself included keeps its source
-    return out
-
-
-def merge_trials(batches: list[list[dict]]) -> list[dict]:
-    """The trials of several outputs, one per (fault, trial index): a trial run again (a later
-    `--include`) replaces the earlier one."""
-    merged: dict[tuple[str, int], dict] = {}
-    for batch in batches:
-        for t in batch:
-            merged.pop((t["fault"], t["index"]), None)
-            merged[(t["fault"], t["index"])] = t
-    order = {f: i for i, f in enumerate(FAULTS + EXTRA_FAULTS)}
-    return sorted(merged.values(), key=lambda t: (order.get(t["fault"], len(order)), t["index"]))
 
 
 def parse_faults(text: str) -> list[str]:

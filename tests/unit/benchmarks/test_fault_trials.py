@@ -1,11 +1,12 @@
-"""The CLI of benchmarks/fault_trials.py: the faults asked for, the defaults, an action for every fault
-(no servers)."""
+"""The CLI of benchmarks/fault_trials.py and its series (benchmarks/fault_series.py): the faults asked
+for, the defaults, an action for every fault, the trials planned and merged (no servers)."""
 
 import argparse
 import json
 
 import pytest
 
+from benchmarks import fault_series as fs
 from benchmarks import fault_trials as ft
 from benchmarks.fault_actions import FAULT_ACTIONS
 from benchmarks.fault_measure import EXTRA_FAULTS, FAULTS
@@ -24,7 +25,7 @@ def test_fault_selection():
 
 
 def test_trials_run_round_by_round_from_the_first_index():
-    plan = ft.plan_trials(["drain", "kill-head"], 1, 2)
+    plan = fs.plan_trials(["drain", "kill-head"], 1, 2)
     assert plan == [("drain", 1), ("kill-head", 1), ("drain", 2), ("kill-head", 2)]
     args = ft.build_parser().parse_args(["--first-trial", "1", "--repeats", "4", "--include", "a.json"])
     assert args.first_trial == 1 and [str(p) for p in args.include] == ["a.json"]
@@ -39,14 +40,14 @@ def test_an_earlier_series_joins_the_summary_when_it_is_the_same_experiment():
     earlier = {"config": {"seed": 24, "steps": 12, "checkpoint_every": 4, "max_restarts": 3},
                "trials": [{"fault": "drain", "index": 0, "steps_lost": 0},
                           {"fault": "kill-head", "index": 0, "steps_lost": 2}]}
-    plan = ft.plan_trials(["drain", "s3-outage"], 1, 4)
-    got = ft.included_trials(_config(), earlier, "early.json", plan)
+    plan = fs.plan_trials(["drain", "s3-outage"], 1, 4)
+    got = fs.included_trials(_config(), earlier, "early.json", plan)
     assert got == [{"fault": "drain", "index": 0, "steps_lost": 0, "from": "early.json"}]  # kill-head not asked
 
     with pytest.raises(ValueError, match="seed 7 .here 24.*not the same series"):
-        ft.included_trials(_config(), {**earlier, "config": {**earlier["config"], "seed": 7}}, "e.json", plan)
+        fs.included_trials(_config(), {**earlier, "config": {**earlier["config"], "seed": 7}}, "e.json", plan)
     with pytest.raises(ValueError, match="drain trial 0 is planned again"):
-        ft.included_trials(_config(), earlier, "e.json", ft.plan_trials(["drain"], 0, 5))
+        fs.included_trials(_config(), earlier, "e.json", fs.plan_trials(["drain"], 0, 5))
 
 
 def test_summarize_only_judges_an_earlier_output_by_todays_rules(tmp_path):
@@ -68,8 +69,8 @@ def test_summarize_only_judges_an_earlier_output_by_todays_rules(tmp_path):
 def test_a_trial_run_again_replaces_the_earlier_one_and_sources_are_kept():
     first = [{"fault": "drain", "index": 0, "v": 1, "from": "older.json"}, {"fault": "kill-head", "index": 0, "v": 1}]
     second = [{"fault": "drain", "index": 0, "v": 2}]
-    merged = ft.merge_trials([first, second])
+    merged = fs.merge_trials([first, second])
     assert sorted((t["fault"], t["v"]) for t in merged) == [("drain", 2), ("kill-head", 1)]
     earlier = {"config": {"seed": 24}, "trials": first}
-    got = ft.included_trials(_config(faults=["drain", "kill-head"]), earlier, "mine.json", [])
+    got = fs.included_trials(_config(faults=["drain", "kill-head"]), earlier, "mine.json", [])
     assert [t["from"] for t in got] == ["older.json", "mine.json"]
